@@ -1,0 +1,120 @@
+"""The thin dialect adapter: :func:`connect` turns a URL into a :class:`Database`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .base import Database, DialectSQL, Session
+
+DEFAULT_URL = "sqlite:///workflow.db"
+URL_ENVIRONMENT_VARIABLE = "WORKFLOW_DB_URL"
+
+__all__ = ["DEFAULT_URL", "Database", "DialectSQL", "Session", "connect", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    timeout: float = 30.0,
+    prepare_threshold: int | None = 5,
+    synchronous: str = "NORMAL",
+) -> Database:
+    """Connect to the database at ``url`` (default: ``$WORKFLOW_DB_URL``, else ``sqlite:///workflow.db``).
+
+    * ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+      ``sqlite:///:memory:`` (private, shared by all threads of this object);
+      ``timeout`` is the busy timeout, ``synchronous`` the PRAGMA (NORMAL: a
+      commit may be lost on power loss, never on an application crash).
+    * ``postgresql://`` or ``postgres://``: a ``psycopg_pool.ConnectionPool`` of
+      ``min_size``..``max_size`` connections; ``timeout`` bounds waiting for a
+      connection; ``prepare_threshold=None`` disables prepared statements
+      (needed behind PgBouncer in transaction mode).
+
+    Raises ValueError for an unknown scheme or a malformed URL (the message
+    never contains the password) and DatabaseUnavailableError when the server
+    does not answer within ``timeout`` seconds.
+    """
+    if url is None:
+        url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
+    if not isinstance(url, str):
+        raise ValueError(f"database URL: expected a string, got {type(url).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not separator:
+        raise ValueError(
+            "database URL has no scheme: expected sqlite:///path.db or postgresql://user@host/db"
+        )
+    if scheme == "sqlite":
+        return _connect_sqlite(rest, timeout=timeout, synchronous=synchronous)
+    if scheme in ("postgresql", "postgres"):
+        return _connect_postgresql(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            prepare_threshold=prepare_threshold,
+        )
+    raise ValueError(
+        f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://"
+    )
+
+
+def _connect_sqlite(rest: str, **options: Any) -> Database:
+    host, slash, path = rest.partition("/")
+    if host or not slash or not path:
+        raise ValueError(
+            "malformed sqlite URL: expected sqlite:///relative.db, sqlite:////absolute.db "
+            "or sqlite:///:memory:"
+        )
+    from .sqlite import SQLiteDatabase
+
+    return SQLiteDatabase(unquote(path), **options)
+
+
+def _connect_postgresql(url: str, **options: Any) -> Database:
+    display_url = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+        password = unquote(parts.password) if parts.password else None
+    except ValueError:
+        raise ValueError(
+            "malformed postgresql URL: expected postgresql://user[:password]@host[:port]/dbname"
+        ) from None
+    if options["min_size"] < 0 or options["max_size"] < max(1, options["min_size"]):
+        raise ValueError(
+            f"pool size: need 0 <= min_size <= max_size and max_size >= 1, "
+            f"got min_size={options['min_size']}, max_size={options['max_size']}"
+        )
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError:
+        raise ValueError(
+            f"malformed postgresql URL {display_url}: expected "
+            "postgresql://user[:password]@host[:port]/dbname"
+        ) from None
+    from .postgresql import PostgresDatabase
+
+    return PostgresDatabase(url, display_url=display_url, password=password, **options)

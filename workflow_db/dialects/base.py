@@ -1,0 +1,220 @@
+"""The interface both dialects satisfy: sessions, transactions, types and errors.
+
+The store and the migration runner speak only to :class:`Database` and
+:class:`Session`; everything that depends on which database it is lives in the
+two subclasses next to this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+Params = Mapping[str, Any] | Sequence[Any]
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class DialectSQL:
+    """One statement written twice, for the few places where the dialects differ."""
+
+    sqlite: str
+    postgresql: str
+
+
+SQL = str | DialectSQL
+
+
+class Session(ABC):
+    """One connection lent to one thread for one unit of work.
+
+    SQL is written once with ``:name`` placeholders; each dialect converts it
+    (once per text, cached by its :class:`Database`) to its driver's style.
+    """
+
+    def __init__(self, database: Database, connection: Any) -> None:
+        self.database = database
+        self.connection = connection
+        self._savepoints = 0
+
+    def all(self, sql: SQL, params: Params = ()) -> list[Row]:
+        """Run ``sql`` and return every row."""
+        with self.database.translated_errors():
+            return self._cursor(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def one(self, sql: SQL, params: Params = ()) -> Row | None:
+        """Run ``sql`` and return its first row, or None."""
+        with self.database.translated_errors():
+            return self._cursor(sql, params).fetchone()  # type: ignore[no-any-return]
+
+    def run(self, sql: SQL, params: Params = ()) -> int:
+        """Run ``sql`` and return the number of rows it changed."""
+        with self.database.translated_errors():
+            return self._cursor(sql, params).rowcount  # type: ignore[no-any-return]
+
+    def many(self, sql: SQL, rows: Sequence[Params]) -> None:
+        """Run ``sql`` once for every parameter set in ``rows``."""
+        if not rows:
+            return
+        with self.database.translated_errors():
+            self._executemany(self.database.prepare(sql), rows)
+
+    def script(self, statement: str) -> None:
+        """Run one statement of a migration file verbatim (no placeholders)."""
+        with self.database.translated_errors():
+            self._execute_verbatim(statement)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Self]:
+        """A nested unit of work: on error only its own changes are undone."""
+        self._savepoints += 1
+        name = f"workflow_db_{self._savepoints}"
+        try:
+            self.script(f"SAVEPOINT {name}")
+            try:
+                yield self
+            except BaseException:
+                self.script(f"ROLLBACK TO SAVEPOINT {name}")
+                self.script(f"RELEASE SAVEPOINT {name}")
+                raise
+            self.script(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Self]:
+        """A top-level write transaction: committed on success, rolled back on error."""
+
+    def _cursor(self, sql: SQL, params: Params) -> Any:
+        return self.connection.execute(self.database.prepare(sql), params)
+
+    def _executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self.connection.executemany(sql, rows)
+
+    def _execute_verbatim(self, statement: str) -> None:
+        self.connection.execute(statement)
+
+
+class Database(ABC):
+    """A connected database: the object :func:`workflow_db.connect` returns."""
+
+    dialect: ClassVar[str]
+    """``"sqlite"`` or ``"postgresql"``."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._prepared: dict[SQL, str] = {}
+        self._local = threading.local()
+
+    # -- public ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection; the object cannot be used afterwards."""
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- units of work ----------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while this thread is inside a write unit of work."""
+        return getattr(self._local, "session", None) is not None
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads; inside a transaction, that transaction's session."""
+        current: Session | None = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        with self._read_session() as session:
+            yield session
+
+    @contextmanager
+    def writing(self, *, single_statement: bool = False) -> Iterator[Session]:
+        """An atomic unit of work; inside another one it joins it as a savepoint.
+
+        ``single_statement=True`` promises that the unit runs one statement,
+        which a database may then run without an explicit transaction.
+        """
+        current: Session | None = getattr(self._local, "session", None)
+        if current is not None:
+            with current.savepoint():
+                yield current
+            return
+        with self._write_session(single_statement) as session:
+            self._local.session = session
+            try:
+                yield session
+            finally:
+                self._local.session = None
+
+    def prepare(self, sql: SQL) -> str:
+        """Return ``sql`` in the driver's placeholder style (converted once)."""
+        try:
+            return self._prepared[sql]
+        except KeyError:
+            text = getattr(sql, self.dialect) if isinstance(sql, DialectSQL) else sql
+            converted = self._prepared[sql] = self._convert(text)
+            return converted
+
+    # -- what each dialect provides ------------------------------------------------
+
+    @abstractmethod
+    def _convert(self, sql: str) -> str:
+        """Convert ``:name`` placeholders to the driver's style."""
+
+    @abstractmethod
+    def _read_session(self) -> AbstractContextManager[Session]:
+        """A session for reads outside any transaction."""
+
+    @abstractmethod
+    def _write_session(self, single_statement: bool) -> AbstractContextManager[Session]:
+        """A session inside a new top-level write transaction."""
+
+    @abstractmethod
+    def migration_session(self, lock_timeout: float = 900.0) -> AbstractContextManager[Session]:
+        """A session holding the migration lock, outside any transaction."""
+
+    @abstractmethod
+    def translated_errors(self) -> AbstractContextManager[None]:
+        """Translate driver exceptions raised inside into workflow_db.errors."""
+
+    @abstractmethod
+    def encode_time(self, value: datetime) -> Any:
+        """A UTC datetime as the driver stores it."""
+
+    @abstractmethod
+    def decode_time(self, value: Any) -> datetime:
+        """A stored timestamp as an aware UTC datetime."""
+
+    @abstractmethod
+    def encode_json(self, text: str) -> Any:
+        """Serialised JSON text as a parameter the driver sends as the JSON column type."""
+
+    @abstractmethod
+    def split_script(self, text: str) -> list[str]:
+        """Split a migration file into its statements."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Close every connection."""
+
+    migrations_table_sql: ClassVar[str]
+    """DDL of the table recording applied migrations."""

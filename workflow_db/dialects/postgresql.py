@@ -1,0 +1,240 @@
+"""The PostgreSQL dialect: psycopg 3 behind a ``psycopg_pool.ConnectionPool``.
+
+The only module that imports psycopg; :func:`workflow_db.connect` imports it
+lazily, so SQLite users never load it.
+
+* Connections are in autocommit mode: a read is one round trip, and a write
+  of several statements runs inside ``conn.transaction()``.
+* jsonb is loaded as text and decoded by the store, like SQLite's TEXT JSON.
+* The migration lock is a session advisory lock on a dedicated connection,
+  taken by polling ``pg_try_advisory_lock`` (a blocked ``pg_advisory_lock``
+  waiter would deadlock ``CREATE INDEX CONCURRENTLY``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+import psycopg
+import psycopg_pool
+from psycopg.types.json import Jsonb
+from psycopg.types.string import TextLoader
+
+from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
+from .base import Database, Session
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_lock key: the first 8 bytes of sha256(b"workflow_db.migrate"), signed.
+MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
+MIGRATION_LOCK_POLL_SECONDS = 0.2
+
+_PLACEHOLDER_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'      # string literal
+      | "(?:[^"]|"")*"      # quoted identifier
+      | --[^\n]*            # comment
+      | ::                  # cast, not a placeholder
+      | :([A-Za-z_]\w*)     # :name placeholder
+      | %""",
+    re.VERBOSE,
+)
+_SCRIPT_TOKENS = re.compile(
+    r"""'(?:[^']|'')*' | "(?:[^"]|"")*" | \$(\w*)\$.*?\$\1\$ | --[^\n]* | /\*.*?\*/ | ;""",
+    re.VERBOSE | re.DOTALL,
+)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _already_serialised(text: str) -> str:
+    return text
+
+
+def _to_pyformat(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name is not None:
+        return f"%({name})s"
+    return match.group(0).replace("%", "%%")
+
+
+class PostgresSession(Session):
+    """A session on one pooled psycopg connection (autocommit mode)."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """``BEGIN`` ... ``COMMIT`` through psycopg's transaction block."""
+        with self.database.translated_errors(), self.connection.transaction():
+            yield self
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL server reached through a connection pool."""
+
+    dialect: ClassVar[str] = "postgresql"
+    migrations_table_sql: ClassVar[str] = """
+        CREATE TABLE IF NOT EXISTS workflow_db_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL,
+            duration_ms double precision NOT NULL
+        )"""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        display_url: str,
+        password: str | None,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        super().__init__(timeout)
+        self.display_url = display_url
+        self._password = password
+        self._conninfo = conninfo
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": prepare_threshold,
+            "connect_timeout": max(2, math.ceil(timeout)),
+        }
+        self._pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            configure=self._configure,
+            reset=self._reset,
+            kwargs=self._connect_kwargs,
+            name="workflow_db",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close(timeout=0)
+            raise DatabaseUnavailableError(
+                f"PostgreSQL at {display_url} did not accept a connection within {timeout:g} s"
+            ) from exc
+
+    # -- connections -------------------------------------------------------------
+
+    @staticmethod
+    def _configure(connection: psycopg.Connection[Any]) -> None:
+        # Hand jsonb to the store as text: it decodes JSON the same way on both dialects.
+        connection.adapters.register_loader("jsonb", TextLoader)
+        connection.adapters.register_loader("json", TextLoader)
+
+    def _reset(self, connection: psycopg.Connection[Any]) -> None:
+        # The pool has already rolled back an open transaction; restore what a
+        # borrower may have switched on the client side (costs no round trip).
+        if not connection.autocommit:
+            connection.autocommit = True
+        connection.prepare_threshold = self._connect_kwargs["prepare_threshold"]
+
+    @contextmanager
+    def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.translated_errors(), self._pool.connection(timeout=self.timeout) as connection:
+            yield connection
+
+    @contextmanager
+    def _read_session(self) -> Iterator[Session]:
+        with self._borrow() as connection:
+            yield PostgresSession(self, connection)
+
+    @contextmanager
+    def _write_session(self, single_statement: bool) -> Iterator[Session]:
+        with self._borrow() as connection:
+            session = PostgresSession(self, connection)
+            if single_statement:
+                yield session  # autocommit: the statement is its own transaction
+            else:
+                with session.transaction():
+                    yield session
+
+    @contextmanager
+    def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
+        with self.translated_errors():
+            connection = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs)
+        try:
+            self._configure(connection)
+            session = PostgresSession(self, connection)
+            self._take_migration_lock(session, lock_timeout)
+            yield session
+        finally:
+            connection.close()  # ends the session, and with it the advisory lock
+
+    def _take_migration_lock(self, session: Session, lock_timeout: float) -> None:
+        deadline = time.monotonic() + lock_timeout
+        waited = False
+        while True:
+            row = session.one("SELECT pg_try_advisory_lock(:key)", {"key": MIGRATION_LOCK_KEY})
+            if row and row[0]:
+                return
+            if not waited:
+                logger.info("another process holds the migration lock; waiting for it")
+                waited = True
+            if time.monotonic() >= deadline:
+                raise MigrationError(
+                    f"the migration lock was not released within {lock_timeout:g} s"
+                )
+            time.sleep(MIGRATION_LOCK_POLL_SECONDS)
+
+    def _close(self) -> None:
+        self._pool.close()
+
+    # -- types, SQL and errors -------------------------------------------------------
+
+    def _convert(self, sql: str) -> str:
+        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql)
+
+    def encode_time(self, value: datetime) -> datetime:
+        return value
+
+    def decode_time(self, value: datetime) -> datetime:
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+    def encode_json(self, text: str) -> Jsonb:
+        return Jsonb(text, dumps=_already_serialised)
+
+    def split_script(self, text: str) -> list[str]:
+        statements: list[str] = []
+        start = 0
+        for match in _SCRIPT_TOKENS.finditer(text):
+            if match.group(0) == ";":
+                statements.append(text[start : match.end()])
+                start = match.end()
+        statements.append(text[start:])
+        return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
+
+    def _scrub(self, message: str) -> str:
+        if self._password:
+            message = message.replace(self._password, "***")
+        return message.strip()
+
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.IntegrityError as exc:
+            raise IntegrityError(f"PostgreSQL refused the write: {self._scrub(str(exc))}") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"no connection to PostgreSQL at {self.display_url} within {self.timeout:g} s: "
+                f"the server is unreachable or all {self._pool.max_size} pooled connections are busy"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"PostgreSQL at {self.display_url}: {self._scrub(str(exc))}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise WorkflowDBError(f"PostgreSQL: {self._scrub(str(exc))}") from exc

@@ -1,0 +1,204 @@
+"""The SQLite dialect: the stdlib ``sqlite3`` module, one writer and many readers.
+
+* Every write runs in our own ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the one
+  writer connection, behind a process-wide lock: deferred transactions that
+  read then write fail with "database is locked" under threads, whatever the
+  busy timeout.
+* Reads use a small pool of ``query_only`` reader connections; in WAL mode they
+  never wait for the writer.
+* ``:memory:`` is a named ``memdb`` database kept open by the writer, so every
+  connection of this object (and every thread) sees the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, Self
+
+from ..errors import DatabaseUnavailableError, IntegrityError, WorkflowDBError
+from .base import Database, Session
+
+logger = logging.getLogger(__name__)
+
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _encode_time(value: datetime) -> str:
+    # Fixed width (always six fractional digits, always +00:00): text order is time order.
+    return value.isoformat(timespec="microseconds")
+
+
+def _strictly_after(previous: str | None, now: str) -> str:
+    """SQL function ``wf_strictly_after(previous, now)``: ``now``, or ``previous`` plus 1 us."""
+    if previous is None or now > previous:
+        return now
+    return _encode_time(datetime.fromisoformat(previous) + _ONE_MICROSECOND)
+
+
+class SQLiteSession(Session):
+    """A session on one sqlite3 connection (autocommit mode, our own BEGIN)."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """``BEGIN IMMEDIATE``: the write lock is taken up front, waiting up to the busy timeout."""
+        self.script("BEGIN IMMEDIATE")
+        try:
+            yield self
+            self.script("COMMIT")
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.rollback()
+            raise
+
+
+class SQLiteDatabase(Database):
+    """A SQLite database file (or a private in-memory database)."""
+
+    dialect: ClassVar[str] = "sqlite"
+    migrations_table_sql: ClassVar[str] = """
+        CREATE TABLE IF NOT EXISTS workflow_db_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_at TEXT NOT NULL,
+            duration_ms REAL NOT NULL
+        )"""
+
+    def __init__(self, path: str, *, timeout: float = 30.0, synchronous: str = "NORMAL") -> None:
+        super().__init__(timeout)
+        if synchronous.upper() not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous: {synchronous!r} is not one of {', '.join(SYNCHRONOUS_LEVELS)}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._in_memory = path == ":memory:"
+        self._target = f"file:/workflow_db-{uuid.uuid4().hex}?vfs=memdb" if self._in_memory else path
+        self._writer_lock = threading.RLock()
+        self._readers_lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._closed = False
+        self._writer = self._open(reader=False)
+        if not self._in_memory:
+            self._enable_wal()
+
+    # -- connections -----------------------------------------------------------
+
+    def _open(self, *, reader: bool) -> sqlite3.Connection:
+        with self.translated_errors():
+            connection = sqlite3.connect(
+                self._target,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=self._in_memory,
+                cached_statements=256,
+            )
+        connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if reader:
+            connection.execute("PRAGMA query_only = ON")
+        connection.create_function("wf_strictly_after", 2, _strictly_after, deterministic=True)
+        return connection
+
+    def _enable_wal(self) -> None:
+        # journal_mode=WAL does not wait on the busy timeout: retry it until the timeout.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._writer.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    with self.translated_errors():
+                        raise
+                time.sleep(0.01)
+
+    @contextmanager
+    def _read_session(self) -> Iterator[Session]:
+        with self._readers_lock:
+            connection = self._idle_readers.pop() if self._idle_readers else None
+        if connection is None:
+            connection = self._open(reader=True)
+        try:
+            yield SQLiteSession(self, connection)
+        finally:
+            with self._readers_lock:
+                if self._closed:
+                    connection.close()
+                else:
+                    self._idle_readers.append(connection)
+
+    @contextmanager
+    def _write_session(self, single_statement: bool) -> Iterator[Session]:
+        with self._writer_lock:
+            with SQLiteSession(self, self._writer).transaction() as session:
+                yield session
+
+    @contextmanager
+    def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
+        # Between processes, each file's BEGIN IMMEDIATE is the lock (busy timeout).
+        with self._writer_lock:
+            yield SQLiteSession(self, self._writer)
+
+    def _close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            readers, self._idle_readers = self._idle_readers, []
+        for connection in readers:
+            connection.close()
+        with self._writer_lock:
+            self._writer.close()
+
+    # -- types, SQL and errors ----------------------------------------------------
+
+    def _convert(self, sql: str) -> str:
+        return sql  # sqlite3 speaks :name natively
+
+    def encode_time(self, value: datetime) -> str:
+        return _encode_time(value)
+
+    def decode_time(self, value: str) -> datetime:
+        return datetime.fromisoformat(value)
+
+    def encode_json(self, text: str) -> str:
+        return text
+
+    def split_script(self, text: str) -> list[str]:
+        statements: list[str] = []
+        start = 0
+        for index, char in enumerate(text):
+            if char == ";" and sqlite3.complete_statement(text[start : index + 1]):
+                statements.append(text[start : index + 1])
+                start = index + 1
+        statements.append(text[start:])
+        return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
+
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(f"sqlite refused the write: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" in message or "busy" in message:
+                raise DatabaseUnavailableError(
+                    f"sqlite database {self.path!r} is locked: another connection held it "
+                    f"past the busy timeout of {self.timeout:g} s"
+                ) from exc
+            if "unable to open" in message or "disk" in message:
+                raise DatabaseUnavailableError(f"sqlite database {self.path!r}: {message}") from exc
+            raise WorkflowDBError(f"sqlite: {message}") from exc
+        except sqlite3.Error as exc:
+            raise WorkflowDBError(f"sqlite: {exc}") from exc
+

@@ -1,0 +1,304 @@
+"""Status enums, the frozen records the store returns, and input validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from .errors import ValidationError
+
+
+class WorkflowRunStatus(StrEnum):
+    """Status of a workflow run; COMPLETED, FAILED and CANCELLED are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WorkflowNodeStatus(StrEnum):
+    """Status of one node within a run; COMPLETED, FAILED and SKIPPED are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+TERMINAL_RUN_STATUSES = frozenset(
+    {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
+)
+TERMINAL_NODE_STATUSES = frozenset(
+    {WorkflowNodeStatus.COMPLETED, WorkflowNodeStatus.FAILED, WorkflowNodeStatus.SKIPPED}
+)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project: the scope every graph and run belongs to."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkflowGraph:
+    """A workflow graph; ``graph`` is the JSON object stored in ``graph_json``."""
+
+    project_id: str
+    name: str
+    graph: Any
+    description: str | None = None
+    id: str = ""
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """One run of a workflow, pinned to the graph version it started with."""
+
+    id: str
+    project_id: str
+    workflow_id: str
+    workflow_version: int
+    status: WorkflowRunStatus
+    input: Any
+    output: Any
+    started_at: datetime
+    finished_at: datetime | None
+    last_message: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkflowNodeState:
+    """The state of one node within one run."""
+
+    run_id: str
+    node_id: str
+    status: WorkflowNodeStatus
+    progress: float
+    messages: list[str]
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+
+
+Record = TypeVar("Record")
+
+
+def record_builder(cls: type[Record]) -> Callable[..., Record]:
+    """Return a function building ``cls`` from positional field values.
+
+    It fills the instance dictionary directly: the store builds thousands of
+    records from rows it has already checked, and a frozen dataclass's
+    ``__init__`` costs about three times as much.
+    """
+    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def build(*values: Any) -> Record:
+        record = new(cls)
+        record.__dict__.update(zip(names, values, strict=True))
+        return record
+
+    return build
+
+
+# -- identifiers and time ---------------------------------------------------
+
+
+def new_id() -> str:
+    """A time-ordered (UUIDv7 layout) identifier as 32 hex digits."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | (rand & (2**62 - 1))
+    return f"{value:032x}"
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+# -- validation ---------------------------------------------------------------
+
+StatusEnum = TypeVar("StatusEnum", WorkflowRunStatus, WorkflowNodeStatus)
+
+
+def to_status(kind: type[StatusEnum], value: object, field: str = "status") -> StatusEnum:
+    """Return ``value`` (a member or its value) as a member of ``kind``."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValidationError(f"{field}: {value!r} is not one of {allowed}") from None
+
+
+def to_statuses(
+    kind: type[StatusEnum], value: object, field: str = "status"
+) -> tuple[StatusEnum, ...]:
+    """Return one status or a collection of statuses as a tuple of members."""
+    if isinstance(value, str):
+        return (to_status(kind, value, field),)
+    if not isinstance(value, Iterable):
+        return (to_status(kind, value, field),)
+    statuses = tuple(dict.fromkeys(to_status(kind, item, field) for item in value))
+    if not statuses:
+        raise ValidationError(f"{field}: an empty collection matches nothing; pass None for any")
+    return statuses
+
+
+def check_text(field: str, value: object, *, optional: bool = False) -> str | None:
+    """Check that ``value`` is text a database can hold (no NUL, valid Unicode)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: expected a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValidationError(f"{field}: the NUL character (\\x00) cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field}: not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def check_id(field: str, value: object) -> str:
+    """Check an identifier: non-empty text."""
+    text = check_text(field, value)
+    if not text:
+        raise ValidationError(f"{field}: must not be empty")
+    return text
+
+
+def check_progress(value: object) -> float:
+    """Check that ``value`` is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"progress: expected a number in [0, 1], got {value!r}")
+    progress = float(value)
+    if math.isnan(progress) or not 0.0 <= progress <= 1.0:
+        raise ValidationError(f"progress: {value!r} is outside [0, 1]")
+    return progress
+
+
+def check_aware(field: str, value: object) -> datetime:
+    """Check that ``value`` is a timezone-aware datetime and return it in UTC."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field}: expected a timezone-aware datetime, got {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{field}: naive datetime {value!r}; give it a timezone")
+    return value.astimezone(UTC)
+
+
+def check_limit(value: object) -> int | None:
+    """Check a page size: None or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"limit: expected a positive integer or None, got {value!r}")
+    return value
+
+
+def check_messages(value: object) -> list[str]:
+    """Check that ``value`` is a list (or tuple) of strings."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValidationError(f"messages: expected a list of strings, got {type(value).__name__}")
+    return [str(check_text(f"messages[{index}]", item)) for index, item in enumerate(value)]
+
+
+def check_graph(value: object) -> dict[str, Any]:
+    """Check a graph structure (a dict, or JSON text of one) and return it as a dict.
+
+    It must be an object whose ``nodes`` is a list of objects with unique
+    string ``id`` values; ``edges``, if present, is a list of
+    ``{"source": id, "target": id}`` naming existing nodes.
+    """
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"graph: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValidationError(f"graph: expected a JSON object, got {type(value).__name__}")
+    nodes = value.get("nodes")
+    if not isinstance(nodes, list):
+        raise ValidationError('graph: "nodes" must be a list of objects with a string "id"')
+    seen: set[str] = set()
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
+            raise ValidationError(f'graph: nodes[{index}] must be an object with a non-empty string "id"')
+        if node["id"] in seen:
+            raise ValidationError(f"graph: node id {node['id']!r} appears more than once")
+        seen.add(node["id"])
+    edges = value.get("edges", [])
+    if not isinstance(edges, list):
+        raise ValidationError('graph: "edges" must be a list of {"source": id, "target": id}')
+    for index, edge in enumerate(edges):
+        if not isinstance(edge, dict):
+            raise ValidationError(f'graph: edges[{index}] must be {{"source": id, "target": id}}')
+        for end in ("source", "target"):
+            if edge.get(end) not in seen:
+                raise ValidationError(
+                    f"graph: edges[{index}].{end} {edge.get(end)!r} names no node of the graph"
+                )
+    return value
+
+
+def node_ids(graph: dict[str, Any]) -> list[str]:
+    """The node ids of a checked graph, in the order of its ``nodes`` list."""
+    return [node["id"] for node in graph["nodes"]]
+
+
+class JsonCodec:
+    """Serialises JSON values for storage, with a size cap on every value."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValidationError(f"max_json_bytes: expected a positive integer, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+
+    def encode(self, field: str, value: object) -> str:
+        """Return ``value`` as compact JSON text, or raise ValidationError naming ``field``."""
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"{field}: not JSON-serialisable ({exc})") from None
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValidationError(f"{field}: contains a lone surrogate, not valid Unicode") from None
+        if size > self.max_bytes:
+            raise ValidationError(
+                f"{field}: {size} bytes once serialised; max_json_bytes is {self.max_bytes}"
+            )
+        if "\\u0000" in text and _holds_nul(value):
+            raise ValidationError(f"{field}: the NUL character (\\u0000) cannot be stored")
+        return text
+
+    def encode_optional(self, field: str, value: object) -> str | None:
+        """Like :meth:`encode`, but ``None`` stays ``None`` (SQL NULL)."""
+        return None if value is None else self.encode(field, value)
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False

@@ -1,0 +1,177 @@
+"""Every SQL statement the store runs, written once with ``:name`` placeholders.
+
+The dialect adapter converts the placeholder style once per text. The two
+statements that differ between SQLite and PostgreSQL (appending to a JSON
+array, and measuring it) are :class:`DialectSQL` pairs kept side by side.
+"""
+
+from __future__ import annotations
+
+from .dialects import DialectSQL
+
+TERMINAL_RUN_SQL = "('completed', 'failed', 'cancelled')"
+TERMINAL_NODE_SQL = "('completed', 'failed', 'skipped')"
+OUTSIDE_GRAPH_POSITION = 2_147_483_647
+"""``position`` of a node state whose node is not in the run's graph version: sorts last."""
+
+# -- projects -----------------------------------------------------------------------
+
+PROJECT_COLUMNS = "id, name, created_at"
+
+ENSURE_PROJECT = f"""
+    INSERT INTO projects (id, name, created_at) VALUES (:id, :name, :now)
+    ON CONFLICT (id) DO UPDATE SET name = projects.name
+    RETURNING {PROJECT_COLUMNS}"""
+
+GET_PROJECT = f"SELECT {PROJECT_COLUMNS} FROM projects WHERE id = :id"
+
+# -- graphs ---------------------------------------------------------------------------
+
+GRAPH_COLUMNS = "id, project_id, name, description, graph_json, version, created_at, updated_at"
+
+INSERT_GRAPH = f"""
+    INSERT INTO workflow_graphs
+        (id, project_id, name, description, graph_json, version, created_at, updated_at)
+    VALUES (:id, :project_id, :name, :description, :graph_json, 1, :now, :now)
+    RETURNING {GRAPH_COLUMNS}"""
+
+GET_GRAPH = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id = :id"
+
+GET_GRAPH_VERSION = """
+    SELECT g.id, g.project_id, v.name, v.description, v.graph_json, v.version,
+           g.created_at, v.written_at
+    FROM workflow_graph_versions AS v JOIN workflow_graphs AS g ON g.id = v.graph_id
+    WHERE v.graph_id = :id AND v.version = :version"""
+
+GRAPH_EXISTS = "SELECT 1 FROM workflow_graphs WHERE id = :id"
+
+# Guarded by the version that was read, so a concurrent edit is never overwritten unseen.
+UPDATE_GRAPH = f"""
+    UPDATE workflow_graphs SET
+        name = COALESCE(:name, name),
+        description = COALESCE(:description, description),
+        graph_json = COALESCE(:graph_json, graph_json),
+        version = version + 1,
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id AND version = :read_version
+    RETURNING {GRAPH_COLUMNS}"""
+
+DELETE_GRAPH = "DELETE FROM workflow_graphs WHERE id = :id"
+DELETE_GRAPH_RUNS = "DELETE FROM workflow_runs WHERE workflow_id = :id"
+COUNT_GRAPH_RUNS = "SELECT count(*) FROM workflow_runs WHERE workflow_id = :id"
+
+LIST_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs"
+GRAPH_ORDER = " ORDER BY created_at DESC, id DESC"
+GRAPH_AFTER = "(created_at, id) < (:after_at, :after_id)"
+GRAPH_AFTER_ID = "(created_at, id) < ((SELECT created_at FROM workflow_graphs WHERE id = :after_id), :after_id)"
+
+# -- runs -------------------------------------------------------------------------------
+
+RUN_COLUMNS = (
+    "id, project_id, workflow_id, workflow_version, status, input_json, output_json, "
+    "started_at, finished_at, last_message, updated_at"
+)
+
+# One statement: pins the graph's current version and (by trigger) creates the
+# PENDING node states of that version. An unknown graph, or a project_id that
+# is not the graph's, leaves project_id NULL and the NOT NULL constraint refuses it.
+INSERT_RUN = f"""
+    INSERT INTO workflow_runs ({RUN_COLUMNS})
+    VALUES (
+        :id,
+        (SELECT project_id FROM workflow_graphs
+         WHERE id = :workflow_id AND project_id = COALESCE(:project_id, project_id)),
+        :workflow_id,
+        (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
+        :status, :input_json, NULL, :now, :finished_at, NULL, :now)
+    RETURNING {RUN_COLUMNS}"""
+
+GRAPH_PROJECT = "SELECT project_id FROM workflow_graphs WHERE id = :id"
+
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id"
+RUN_EXISTS = "SELECT 1 FROM workflow_runs WHERE id = :id"
+
+LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM workflow_runs"
+COUNT_RUNS = "SELECT count(*) FROM workflow_runs"
+RUN_ORDER = " ORDER BY started_at DESC, id DESC"
+RUN_AFTER = "(started_at, id) < (:after_at, :after_id)"
+RUN_AFTER_ID = "(started_at, id) < ((SELECT started_at FROM workflow_runs WHERE id = :after_id), :after_id)"
+
+_UPDATE_RUN_STATUS = f"""
+    UPDATE workflow_runs SET
+        status = COALESCE(:status, status),
+        finished_at = CASE
+            WHEN :finish THEN COALESCE(finished_at, :now)
+            WHEN :reopen AND status IN {TERMINAL_RUN_SQL} THEN NULL
+            ELSE finished_at END,
+        last_message = COALESCE(:last_message, last_message),
+        output_json = COALESCE(:output_json, output_json),
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id"""
+UPDATE_RUN_STATUS = f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}"
+UPDATE_RUN_STATUS_IF = f"{_UPDATE_RUN_STATUS} AND status = :expected_status RETURNING {RUN_COLUMNS}"
+
+PRUNE_RUNS = f"""
+    DELETE FROM workflow_runs WHERE id IN (
+        SELECT id FROM workflow_runs
+        WHERE finished_at < :cutoff AND status IN {TERMINAL_RUN_SQL}{{project}}
+        LIMIT :batch_size)"""
+PRUNE_RUNS_ANY_PROJECT = PRUNE_RUNS.format(project="")
+PRUNE_RUNS_OF_PROJECT = PRUNE_RUNS.format(project=" AND project_id = :project_id")
+
+# -- node states ----------------------------------------------------------------------
+
+NODE_COLUMNS = "run_id, node_id, status, progress, messages_json, started_at, completed_at, error"
+
+# The status a node state takes on update: the one forced by the caller (a
+# status, or FAILED for an error), else RUNNING if progress arrives while PENDING.
+_NEW_NODE_STATUS = (
+    "COALESCE(:forced_status, CASE WHEN :promote AND ns.status = 'pending' "
+    "THEN 'running' ELSE ns.status END)"
+)
+_ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
+
+SET_NODE_STATE = f"""
+    INSERT INTO workflow_node_states AS ns
+        (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
+    VALUES (:run_id, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
+            :insert_messages_json, :insert_started_at, :insert_completed_at, :error)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET
+        status = {_NEW_NODE_STATUS},
+        progress = COALESCE(:progress, ns.progress),
+        messages_json = COALESCE(:messages_json, ns.messages_json),
+        error = COALESCE(:error, ns.error),
+        started_at = CASE WHEN {_ENTERS_RUNNING} THEN :now ELSE ns.started_at END,
+        completed_at = CASE
+            WHEN {_ENTERS_RUNNING} THEN NULL
+            WHEN {_NEW_NODE_STATUS} IN {TERMINAL_NODE_SQL} AND {_NEW_NODE_STATUS} <> ns.status
+                THEN :now
+            ELSE ns.completed_at END
+    RETURNING {NODE_COLUMNS}"""
+
+_APPEND_NODE_MESSAGE = f"""
+    INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json)
+    VALUES (:run_id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}
+    WHERE {{size}} + :added_bytes <= :max_bytes
+    RETURNING {NODE_COLUMNS}"""
+# Appends inside the database, so concurrent appends all survive; the WHERE
+# keeps the list within max_json_bytes (no row back means it would not fit).
+APPEND_NODE_MESSAGE = DialectSQL(
+    sqlite=_APPEND_NODE_MESSAGE.format(
+        append="json_insert(ns.messages_json, '$[#]', :message)",
+        size="length(CAST(ns.messages_json AS BLOB))",
+    ),
+    postgresql=_APPEND_NODE_MESSAGE.format(
+        append="ns.messages_json || jsonb_build_array(CAST(:message AS text))",
+        size="octet_length(ns.messages_json::text)",
+    ),
+)
+
+GET_NODE_STATE = (
+    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id AND node_id = :node_id"
+)
+LIST_NODE_STATES = (
+    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id "
+    "ORDER BY position, node_id"
+)

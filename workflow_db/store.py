@@ -1,0 +1,671 @@
+"""WorkflowStore: projects, graphs, runs and node states over parameterised SQL.
+
+The store validates input, runs the statements of :mod:`workflow_db.queries`
+through the dialect adapter and turns rows into frozen records. It never asks
+which database it talks to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from . import queries as q
+from .dialects import Database, Session
+from .dialects.base import Row
+from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
+from .models import (
+    TERMINAL_RUN_STATUSES,
+    JsonCodec,
+    Project,
+    WorkflowGraph,
+    WorkflowNodeState,
+    WorkflowNodeStatus,
+    WorkflowRun,
+    WorkflowRunStatus,
+    check_aware,
+    check_graph,
+    check_id,
+    check_limit,
+    check_messages,
+    check_progress,
+    check_text,
+    new_id,
+    record_builder,
+    to_status,
+    to_statuses,
+    utc_now,
+)
+
+DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
+GRAPH_UPDATE_KEYS = ("name", "description", "graph")
+_UPDATE_RETRIES = 20
+
+_build_project = record_builder(Project)
+_build_graph = record_builder(WorkflowGraph)
+_build_run = record_builder(WorkflowRun)
+_build_node_state = record_builder(WorkflowNodeState)
+_RUN_STATUS = {status.value: status for status in WorkflowRunStatus}
+_NODE_STATUS = {status.value: status for status in WorkflowNodeStatus}
+_loads = json.loads
+
+Record = TypeVar("Record")
+
+
+class WorkflowStore:
+    """Durable, project-scoped storage of workflow graphs, runs and node states.
+
+    Each call is its own transaction unless it runs inside
+    :meth:`transaction`. Values returned are frozen dataclasses with aware UTC
+    datetimes and decoded JSON. ``None`` for an optional argument means "not
+    given": the stored value stays as it is.
+    """
+
+    def __init__(self, db: Database, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> None:
+        self.db = db
+        self._json = JsonCodec(max_json_bytes)
+        self._time = db.decode_time
+
+    @property
+    def max_json_bytes(self) -> int:
+        """The cap on every JSON value written, in bytes once serialised."""
+        return self._json.max_bytes
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every store call inside commits together or not at all.
+
+        An exception rolls all of it back and propagates; a nested block joins
+        the outer one.
+        """
+        with self.db.writing():
+            yield
+
+    # -- projects ---------------------------------------------------------------------
+
+    def ensure_project(self, project_id: str, name: str | None = None) -> Project:
+        """Create project ``project_id`` if absent (named ``name``, default its id); return it.
+
+        An existing project's name is left unchanged.
+        """
+        project_id = check_id("project_id", project_id)
+        name = check_text("name", name, optional=True) or project_id
+        params = {"id": project_id, "name": name, "now": self._now()}
+        with self.db.writing(single_statement=True) as session:
+            row = session.one(q.ENSURE_PROJECT, params)
+        assert row is not None
+        return self._project(row)
+
+    def get_project(self, project_id: str) -> Project | None:
+        """The project ``project_id``, or None."""
+        return self._get(q.GET_PROJECT, {"id": project_id}, self._project)
+
+    # -- graphs -------------------------------------------------------------------------
+
+    def create_graph(self, graph: WorkflowGraph) -> WorkflowGraph:
+        """Store a new graph at version 1; its id is generated when ``graph.id`` is ``""``.
+
+        The caller's ``version`` and timestamps are ignored. Raises
+        IntegrityError if the project does not exist or the id is taken.
+        """
+        if not isinstance(graph, WorkflowGraph):
+            raise ValidationError(f"graph: expected a WorkflowGraph, got {type(graph).__name__}")
+        graph_id = check_id("id", graph.id) if graph.id else new_id()
+        structure = check_graph(graph.graph)
+        params = {
+            "id": graph_id,
+            "project_id": check_id("project_id", graph.project_id),
+            "name": check_text("name", graph.name),
+            "description": check_text("description", graph.description, optional=True),
+            "graph_json": self.db.encode_json(self._json.encode("graph", structure)),
+            "now": self._now(),
+        }
+        try:
+            with self.db.writing(single_statement=True) as session:
+                row = session.one(q.INSERT_GRAPH, params)
+        except IntegrityError as exc:
+            if self._exists(q.GRAPH_EXISTS, graph_id):
+                raise IntegrityError(f"id: a graph {graph_id!r} already exists") from exc
+            raise IntegrityError(
+                f"project_id: no project {graph.project_id!r} (create it with ensure_project)"
+            ) from exc
+        assert row is not None
+        return self._graph(row)
+
+    def get_graph(self, graph_id: str, *, version: int | None = None) -> WorkflowGraph | None:
+        """The graph ``graph_id`` as it is now, or as it was at ``version``; None if absent."""
+        if version is None:
+            return self._get(q.GET_GRAPH, {"id": graph_id}, self._graph)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValidationError(f"version: expected a positive integer, got {version!r}")
+        return self._get(q.GET_GRAPH_VERSION, {"id": graph_id, "version": version}, self._graph)
+
+    def list_graphs(
+        self,
+        project_id: str | None = None,
+        *,
+        limit: int | None = None,
+        after: WorkflowGraph | str | None = None,
+    ) -> list[WorkflowGraph]:
+        """Graphs, newest first (``created_at``, then ``id``, descending).
+
+        ``after`` is the last graph of the previous page (the object or its id).
+        """
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if project_id is not None:
+            where.append("project_id = :project_id")
+            params["project_id"] = project_id
+        after_id = self._keyset(after, WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, where, params)
+        sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
+        with self.db.reading() as session:
+            rows = session.all(sql, params)
+            if not rows and after_id is not None:
+                self._check_after(session, q.GRAPH_EXISTS, after_id)
+        return [self._graph(row) for row in rows]
+
+    def update_graph(
+        self,
+        graph_id: str,
+        updates: Mapping[str, Any] | None = None,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> WorkflowGraph | None:
+        """Change ``name``, ``description`` and/or ``graph``; None if the graph is absent.
+
+        A real change bumps ``version`` (the old one stays readable with
+        ``get_graph(version=N)``) and ``updated_at``; no change returns the
+        graph as it is. ``expected_version`` makes it compare-and-set
+        (ConflictError on mismatch).
+        """
+        changes = _graph_changes({**(updates or {}), **fields})
+        graph_json = (
+            self.db.encode_json(self._json.encode("graph", changes["graph"]))
+            if "graph" in changes
+            else None
+        )
+        if expected_version is not None and (
+            isinstance(expected_version, bool) or not isinstance(expected_version, int)
+        ):
+            raise ValidationError(f"expected_version: expected an integer, got {expected_version!r}")
+        for _ in range(_UPDATE_RETRIES):
+            current = self.get_graph(graph_id)
+            if current is None:
+                return None
+            if expected_version is not None and current.version != expected_version:
+                raise ConflictError(
+                    f"graph {graph_id!r} is at version {current.version}, "
+                    f"not the expected {expected_version}"
+                )
+            if all(getattr(current, key) == value for key, value in changes.items()):
+                return current
+            params = {
+                "id": graph_id,
+                "read_version": current.version,
+                "name": changes.get("name"),
+                "description": changes.get("description"),
+                "graph_json": graph_json,
+                "now": self._now(),
+            }
+            with self.db.writing(single_statement=True) as session:
+                row = session.one(q.UPDATE_GRAPH, params)
+            if row is not None:
+                return self._graph(row)
+            # Another writer changed the graph after we read it: decide again on its new state.
+        raise ConflictError(f"graph {graph_id!r} kept changing under {_UPDATE_RETRIES} attempts")
+
+    def delete_graph(self, graph_id: str, *, cascade: bool = False) -> bool:
+        """Delete a graph and its version history; False if absent.
+
+        A graph that still has runs raises GraphInUseError, unless
+        ``cascade=True`` deletes those runs and their node states too.
+        """
+        params = {"id": graph_id}
+        try:
+            with self.db.writing(single_statement=not cascade) as session:
+                if cascade:
+                    session.run(q.DELETE_GRAPH_RUNS, params)
+                return session.run(q.DELETE_GRAPH, params) > 0
+        except IntegrityError as exc:
+            with self.db.reading() as session:
+                row = session.one(q.COUNT_GRAPH_RUNS, params)
+            runs = row[0] if row else 0
+            raise GraphInUseError(
+                f"graph {graph_id!r} still has {runs} run(s): delete them first or pass cascade=True"
+            ) from exc
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        workflow_id: str,
+        input: Any = None,  # noqa: A002 - the name API.md gives
+        *,
+        project_id: str | None = None,
+        status: WorkflowRunStatus | str = WorkflowRunStatus.PENDING,
+        id: str | None = None,  # noqa: A002
+    ) -> WorkflowRun:
+        """Start a run of the graph's current version, with a PENDING state per node.
+
+        ``project_id`` defaults to the graph's and must equal it. Raises
+        IntegrityError for an unknown workflow or a taken id.
+        """
+        workflow_id = check_id("workflow_id", workflow_id)
+        run_status = to_status(WorkflowRunStatus, status)
+        run_id = check_id("id", id) if id is not None else new_id()
+        now = self._now()
+        params = {
+            "id": run_id,
+            "workflow_id": workflow_id,
+            "project_id": check_id("project_id", project_id) if project_id is not None else None,
+            "status": run_status.value,
+            "input_json": self._json_param("input", input),
+            "now": now,
+            "finished_at": now if run_status in TERMINAL_RUN_STATUSES else None,
+        }
+        try:
+            with self.db.writing(single_statement=True) as session:
+                row = session.one(q.INSERT_RUN, params)
+        except IntegrityError as exc:
+            self._explain_refused_run(workflow_id, project_id, run_id, exc)
+            raise
+        assert row is not None
+        return self._run(row)
+
+    def _explain_refused_run(
+        self, workflow_id: str, project_id: str | None, run_id: str, exc: IntegrityError
+    ) -> None:
+        with self.db.reading() as session:
+            graph = session.one(q.GRAPH_PROJECT, {"id": workflow_id})
+            taken = session.one(q.RUN_EXISTS, {"id": run_id}) is not None
+        if graph is None:
+            raise IntegrityError(f"workflow_id: no graph {workflow_id!r}") from exc
+        if project_id is not None and graph[0] != project_id:
+            raise ValidationError(
+                f"project_id: {project_id!r} differs from the project {graph[0]!r} "
+                f"of workflow {workflow_id!r}"
+            ) from exc
+        if taken:
+            raise IntegrityError(f"id: a run {run_id!r} already exists") from exc
+
+    def get_run(self, run_id: str) -> WorkflowRun | None:
+        """The run ``run_id``, or None."""
+        return self._get(q.GET_RUN, {"id": run_id}, self._run)
+
+    def list_runs(
+        self,
+        project_id: str | None = None,
+        status: WorkflowRunStatus | str | Collection[WorkflowRunStatus | str] | None = None,
+        workflow_id: str | None = None,
+        *,
+        updated_before: datetime | None = None,
+        limit: int | None = None,
+        after: WorkflowRun | str | None = None,
+    ) -> list[WorkflowRun]:
+        """Runs matching every filter given, newest first (``started_at``, then ``id``).
+
+        ``status`` is one status or a collection; ``updated_before`` finds runs
+        nobody touched since (e.g. RUNNING runs orphaned by a restart);
+        ``after`` is the last run of the previous page (the object or its id).
+        """
+        where, params = self._run_filters(project_id, status, workflow_id, updated_before)
+        after_id = self._keyset(after, WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, where, params)
+        sql = _select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
+        with self.db.reading() as session:
+            rows = session.all(sql, params)
+            if not rows and after_id is not None:
+                self._check_after(session, q.RUN_EXISTS, after_id)
+        build = self._run
+        return [build(row) for row in rows]
+
+    def count_runs(
+        self,
+        project_id: str | None = None,
+        status: WorkflowRunStatus | str | Collection[WorkflowRunStatus | str] | None = None,
+        workflow_id: str | None = None,
+        *,
+        updated_before: datetime | None = None,
+    ) -> int:
+        """How many runs :meth:`list_runs` would return with the same filters."""
+        where, params = self._run_filters(project_id, status, workflow_id, updated_before)
+        sql = _select(q.COUNT_RUNS, where, "", None, params)
+        with self.db.reading() as session:
+            row = session.one(sql, params)
+        return int(row[0]) if row else 0
+
+    def update_run_status(
+        self,
+        run_id: str,
+        status: WorkflowRunStatus | str | None = None,
+        *,
+        finished: bool = False,
+        last_message: str | None = None,
+        output: Any = None,
+        expected_status: WorkflowRunStatus | str | None = None,
+    ) -> WorkflowRun | None:
+        """Change a run's status, ``last_message`` and/or ``output`` in one statement.
+
+        ``finished=True`` or a terminal status sets ``finished_at`` (the first
+        one is kept); leaving a terminal status clears it. ``updated_at``
+        always grows, so a call with nothing else given is a heartbeat.
+        ``expected_status`` makes it compare-and-set (ConflictError on
+        mismatch). Returns None, changing nothing, if the run is absent.
+        """
+        new_status = to_status(WorkflowRunStatus, status) if status is not None else None
+        expected = (
+            to_status(WorkflowRunStatus, expected_status, "expected_status")
+            if expected_status is not None
+            else None
+        )
+        finish = bool(finished) or new_status in TERMINAL_RUN_STATUSES
+        params = {
+            "id": run_id,
+            "status": new_status.value if new_status is not None else None,
+            "finish": finish,
+            "reopen": new_status is not None and not finish,
+            "last_message": check_text("last_message", last_message, optional=True),
+            "output_json": self._json_param("output", output),
+            "now": self._now(),
+            "expected_status": expected.value if expected is not None else None,
+        }
+        sql = q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF
+        with self.db.writing(single_statement=True) as session:
+            row = session.one(sql, params)
+        if row is not None:
+            return self._run(row)
+        if expected is None:
+            return None
+        current = self.get_run(run_id)
+        if current is None:
+            return None
+        raise ConflictError(
+            f"run {run_id!r} is {current.status.value}, not the expected {expected.value}"
+        )
+
+    def prune_runs(
+        self,
+        finished_before: datetime,
+        *,
+        project_id: str | None = None,
+        batch_size: int = 1000,
+    ) -> int:
+        """Delete terminal runs finished before the cutoff, with their node states.
+
+        Works in batches of ``batch_size``, one transaction each (inside
+        :meth:`transaction` they join it); returns how many runs went.
+        """
+        params: dict[str, Any] = {
+            "cutoff": self.db.encode_time(check_aware("finished_before", finished_before)),
+            "batch_size": check_limit(batch_size),
+            "project_id": project_id,
+        }
+        sql = q.PRUNE_RUNS_ANY_PROJECT if project_id is None else q.PRUNE_RUNS_OF_PROJECT
+        pruned = 0
+        while True:
+            with self.db.writing(single_statement=True) as session:
+                deleted = session.run(sql, params)
+            pruned += deleted
+            if deleted < batch_size:
+                return pruned
+
+    # -- node states ------------------------------------------------------------------------
+
+    def set_node_state(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        status: WorkflowNodeStatus | str | None = None,
+        progress: float | None = None,
+        messages: list[str] | None = None,
+        error: str | None = None,
+    ) -> WorkflowNodeState:
+        """Create or change a node's state; only the given fields change.
+
+        Without a status, ``error`` makes it FAILED and ``progress`` moves it
+        from PENDING to RUNNING. Entering RUNNING sets ``started_at`` (and
+        clears ``completed_at``); entering COMPLETED, FAILED or SKIPPED sets
+        ``completed_at``. Raises IntegrityError for an unknown run.
+        """
+        node_id = check_id("node_id", node_id)
+        given_status = to_status(WorkflowNodeStatus, status) if status is not None else None
+        checked_progress = check_progress(progress) if progress is not None else None
+        messages_json = (
+            self.db.encode_json(self._json.encode("messages", check_messages(messages)))
+            if messages is not None
+            else None
+        )
+        error = check_text("error", error, optional=True)
+        forced = given_status or (WorkflowNodeStatus.FAILED if error is not None else None)
+        insert_status = forced or (
+            WorkflowNodeStatus.RUNNING if checked_progress is not None else WorkflowNodeStatus.PENDING
+        )
+        now = self._now()
+        params = {
+            "run_id": run_id,
+            "node_id": node_id,
+            "forced_status": forced.value if forced is not None else None,
+            "promote": forced is None and checked_progress is not None,
+            "progress": checked_progress,
+            "messages_json": messages_json,
+            "error": error,
+            "now": now,
+            "insert_status": insert_status.value,
+            "insert_progress": checked_progress or 0.0,
+            "insert_messages_json": messages_json or self.db.encode_json("[]"),
+            "insert_started_at": now if insert_status is WorkflowNodeStatus.RUNNING else None,
+            "insert_completed_at": (
+                now if insert_status in (WorkflowNodeStatus.COMPLETED, WorkflowNodeStatus.FAILED,
+                                         WorkflowNodeStatus.SKIPPED) else None
+            ),
+        }
+        return self._write_node_state(q.SET_NODE_STATE, params)
+
+    def append_node_message(self, run_id: str, node_id: str, message: str) -> WorkflowNodeState:
+        """Append ``message`` to a node's messages atomically (concurrent appends all survive).
+
+        A node with no state yet gets one (PENDING). Raises IntegrityError for
+        an unknown run, ValidationError if the list would outgrow max_json_bytes.
+        """
+        node_id = check_id("node_id", node_id)
+        message = str(check_text("message", message))
+        encoded = self._json.encode("messages", [message])
+        params = {
+            "run_id": run_id,
+            "node_id": node_id,
+            "message": message,
+            "messages_json": self.db.encode_json(encoded),
+            "added_bytes": len(encoded.encode("utf-8")) - 1,
+            "max_bytes": self._json.max_bytes,
+        }
+        state = self._write_node_state(q.APPEND_NODE_MESSAGE, params, missing_row_ok=True)
+        if state is None:
+            raise ValidationError(
+                f"messages: appending {len(message)} characters to node {node_id!r} of run "
+                f"{run_id!r} would exceed max_json_bytes ({self._json.max_bytes})"
+            )
+        return state
+
+    def _write_node_state(
+        self, sql: Any, params: dict[str, Any], *, missing_row_ok: bool = False
+    ) -> Any:
+        try:
+            with self.db.writing(single_statement=True) as session:
+                row = session.one(sql, params)
+        except IntegrityError as exc:
+            if self.get_run(params["run_id"]) is None:
+                raise IntegrityError(f"run_id: no run {params['run_id']!r}") from exc
+            raise
+        if row is None:
+            assert missing_row_ok
+            return None
+        return self._node_state(row)
+
+    def get_node_state(self, run_id: str, node_id: str) -> WorkflowNodeState | None:
+        """The state of node ``node_id`` in run ``run_id``, or None."""
+        return self._get(q.GET_NODE_STATE, {"run_id": run_id, "node_id": node_id}, self._node_state)
+
+    def list_node_states(self, run_id: str) -> list[WorkflowNodeState]:
+        """A run's node states in the order of its graph version's nodes, then others by id."""
+        with self.db.reading() as session:
+            rows = session.all(q.LIST_NODE_STATES, {"run_id": run_id})
+        build = self._node_state
+        return [build(row) for row in rows]
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _now(self) -> Any:
+        return self.db.encode_time(utc_now())
+
+    def _json_param(self, field: str, value: Any) -> Any:
+        return None if value is None else self.db.encode_json(self._json.encode(field, value))
+
+    def _get(self, sql: str, params: Mapping[str, Any], build: Callable[[Row], Record]) -> Record | None:
+        with self.db.reading() as session:
+            row = session.one(sql, params)
+        return None if row is None else build(row)
+
+    def _exists(self, sql: str, key: str) -> bool:
+        with self.db.reading() as session:
+            return session.one(sql, {"id": key}) is not None
+
+    @staticmethod
+    def _check_after(session: Session, exists_sql: str, after_id: str) -> None:
+        if session.one(exists_sql, {"id": after_id}) is None:
+            raise ValidationError(f"after: {after_id!r} names nothing stored; pass the last item of the previous page")
+
+    def _keyset(
+        self,
+        after: Any,
+        kind: type,
+        time_field: str,
+        after_values_sql: str,
+        after_id_sql: str,
+        where: list[str],
+        params: dict[str, Any],
+    ) -> str | None:
+        """Add the keyset condition for ``after``; return the id to check if the page is empty."""
+        if after is None:
+            return None
+        if isinstance(after, kind):
+            at = getattr(after, time_field)
+            if at is None:
+                raise ValidationError(f"after: this {kind.__name__} was never stored (no {time_field})")
+            params["after_at"] = self.db.encode_time(check_aware(f"after.{time_field}", at))
+            params["after_id"] = after.id  # type: ignore[attr-defined]
+            where.append(after_values_sql)
+            return None
+        if isinstance(after, str):
+            params["after_id"] = after
+            where.append(after_id_sql)
+            return after
+        raise ValidationError(
+            f"after: expected a {kind.__name__} or its id, got {type(after).__name__}"
+        )
+
+    def _run_filters(
+        self,
+        project_id: str | None,
+        status: Any,
+        workflow_id: str | None,
+        updated_before: datetime | None,
+    ) -> tuple[list[str], dict[str, Any]]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if project_id is not None:
+            where.append("project_id = :project_id")
+            params["project_id"] = project_id
+        if status is not None:
+            statuses = to_statuses(WorkflowRunStatus, status)
+            if len(statuses) == 1:
+                where.append("status = :status")
+                params["status"] = statuses[0].value
+            else:
+                names = [f"status_{index}" for index in range(len(statuses))]
+                where.append(f"status IN ({', '.join(':' + name for name in names)})")
+                params.update(zip(names, (s.value for s in statuses), strict=True))
+        if workflow_id is not None:
+            where.append("workflow_id = :workflow_id")
+            params["workflow_id"] = workflow_id
+        if updated_before is not None:
+            where.append("updated_at < :updated_before")
+            params["updated_before"] = self.db.encode_time(check_aware("updated_before", updated_before))
+        return where, params
+
+    # -- rows to records ----------------------------------------------------------------------
+
+    def _project(self, row: Row) -> Project:
+        return _build_project(row[0], row[1], self._time(row[2]))
+
+    def _graph(self, row: Row) -> WorkflowGraph:
+        time = self._time
+        return _build_graph(
+            row[1], row[2], _loads(row[4]), row[3], row[0], row[5], time(row[6]), time(row[7])
+        )
+
+    def _run(self, row: Row) -> WorkflowRun:
+        time = self._time
+        return _build_run(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            _RUN_STATUS[row[4]],
+            None if row[5] is None else _loads(row[5]),
+            None if row[6] is None else _loads(row[6]),
+            time(row[7]),
+            None if row[8] is None else time(row[8]),
+            row[9],
+            time(row[10]),
+        )
+
+    def _node_state(self, row: Row) -> WorkflowNodeState:
+        time = self._time
+        return _build_node_state(
+            row[0],
+            row[1],
+            _NODE_STATUS[row[2]],
+            float(row[3]),
+            _loads(row[4]),
+            None if row[5] is None else time(row[5]),
+            None if row[6] is None else time(row[6]),
+            row[7],
+        )
+
+
+def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the keys and values given to update_graph; drop the ones that are None."""
+    unknown = sorted(set(given) - set(GRAPH_UPDATE_KEYS))
+    if unknown:
+        raise ValidationError(
+            f"update_graph: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(GRAPH_UPDATE_KEYS)}"
+        )
+    changes: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key == "graph":
+            changes[key] = check_graph(value)
+        else:
+            changes[key] = check_text(key, value)
+    return changes
+
+
+def _select(
+    base: str, where: list[str], order: str, limit: int | None, params: dict[str, Any]
+) -> str:
+    sql = base
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += order
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return sql
