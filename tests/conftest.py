@@ -1,0 +1,136 @@
+"""Fixtures: every behaviour test runs on SQLite and on a real PostgreSQL.
+
+The PostgreSQL server is, in order: ``$WORKFLOW_DB_TEST_PG_URL``; a server on
+127.0.0.1:5432 if one answers; a throw-away cluster started with the local
+``initdb``/``pg_ctl``. Without any, PostgreSQL tests skip with the reason --
+except under ``CI=true``, where that is a failure. Each test gets a fresh
+database cloned from a migrated template, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pg_cluster import ThrowawayCluster, find_server
+from workflow_db import Database, WorkflowStore, connect
+from workflow_db.migrate import upgrade
+
+DIALECTS = ("sqlite", "postgresql")
+_counter = itertools.count()
+
+
+class PostgresServer:
+    """A PostgreSQL server the tests may create and drop databases on."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = f"wfdb_test_{uuid.uuid4().hex[:8]}"
+        self.template = f"{self.prefix}_template"
+
+    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.url, autocommit=True)
+
+    def url_for(self, database: str) -> str:
+        base, _, _ = self.url.rpartition("/")
+        return f"{base}/{database}"
+
+    def create_database(self, template: str = "template0") -> str:
+        name = f"{self.prefix}_{next(_counter)}"
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def create_template(self) -> None:
+        with self.admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
+        with connect(self.url_for(self.template)) as db:
+            upgrade(db)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer | None]:
+    url = find_server()
+    cluster = None
+    if url is None:
+        cluster = ThrowawayCluster.start(tmp_path_factory.mktemp("pgcluster"))
+        url = cluster.url if cluster else None
+    if url is None:
+        yield None
+        return
+    server = PostgresServer(url)
+    server.create_template()
+    try:
+        yield server
+    finally:
+        server.drop_database(server.template)
+        if cluster is not None:
+            cluster.stop()
+
+
+def require_pg(server: PostgresServer | None) -> PostgresServer:
+    """The server, or skip (fail under CI=true) when there is none."""
+    if server is None:
+        reason = "no PostgreSQL server: set WORKFLOW_DB_TEST_PG_URL or install initdb/pg_ctl"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    return server
+
+
+@pytest.fixture(params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def blank_url(dialect: str, tmp_path: Path, pg_server: PostgresServer | None) -> Iterator[str]:
+    """URL of an empty, unmigrated database."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    server = require_pg(pg_server)
+    name = server.create_database()
+    yield server.url_for(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def db_url(dialect: str, tmp_path: Path, pg_server: PostgresServer | None) -> Iterator[str]:
+    """URL of a fresh database with every migration applied."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'workflow.db'}"
+        with connect(url) as db:
+            upgrade(db)
+        yield url
+        return
+    server = require_pg(pg_server)
+    name = server.create_database(template=server.template)
+    yield server.url_for(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    with connect(db_url) as database:
+        yield database
+
+
+@pytest.fixture
+def store(db: Database) -> WorkflowStore:
+    return WorkflowStore(db)

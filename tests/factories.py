@@ -1,0 +1,23 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflow_db import WorkflowGraph, WorkflowStore
+
+
+def graph_structure(*node_ids: str, **extra: Any) -> dict[str, Any]:
+    """A graph with the given nodes chained by edges, plus any extra keys."""
+    nodes = [{"id": node_id, "type": "task"} for node_id in node_ids]
+    edges = [{"source": a, "target": b} for a, b in zip(node_ids, node_ids[1:], strict=False)]
+    return {"nodes": nodes, "edges": edges, **extra}
+
+
+def make_graph(
+    store: WorkflowStore, project_id: str = "proj_a", *node_ids: str, name: str = "g"
+) -> WorkflowGraph:
+    """Create the project if needed and a graph in it with nodes ``node_ids`` (default a, b, c)."""
+    store.ensure_project(project_id)
+    structure = graph_structure(*(node_ids or ("a", "b", "c")))
+    return store.create_graph(WorkflowGraph(project_id, name, structure))

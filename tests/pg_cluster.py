@@ -1,0 +1,83 @@
+"""Finding a PostgreSQL server for the tests, or starting a throw-away cluster."""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+LOCAL_PORT = 5432
+
+
+def find_server() -> str | None:
+    """``$WORKFLOW_DB_TEST_PG_URL``, else a server answering on 127.0.0.1:5432, else None."""
+    url = os.environ.get("WORKFLOW_DB_TEST_PG_URL")
+    if url:
+        return url
+    user = os.environ.get("PGUSER") or getpass.getuser()
+    url = f"postgresql://{user}@127.0.0.1:{LOCAL_PORT}/postgres"
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        return None
+    return url
+
+
+def _binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThrowawayCluster:
+    """A PostgreSQL cluster of the test's own, on its own port, in a temporary folder."""
+
+    def __init__(self, directory: Path, port: int, initdb: str, pg_ctl: str) -> None:
+        self.directory = directory
+        self.port = port
+        self._pg_ctl = pg_ctl
+        self._initdb = initdb
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    @classmethod
+    def start(cls, directory: Path) -> ThrowawayCluster | None:
+        """Initialise and start a cluster, or None if initdb/pg_ctl are not installed."""
+        initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            return None
+        cluster = cls(directory, free_port(), initdb, pg_ctl)
+        data = directory / "data"
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(directory, "postgres")
+        cluster._run(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        cluster.resume()
+        return cluster
+
+    def _run(self, *command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *command], check=True, capture_output=True)
+
+    def resume(self) -> None:
+        """Start (again) the server on the cluster's port."""
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-o", options,
+                  "-l", str(self.directory / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once (its clients see the connection break)."""
+        self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")

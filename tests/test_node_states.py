@@ -1,0 +1,134 @@
+"""SPEC.md sections 5 and 8.2: node states, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from factories import make_graph
+from workflow_db import IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
+
+
+@pytest.fixture
+def run_id(store: WorkflowStore) -> str:
+    graph = make_graph(store, "p", "a", "b", "c")
+    return store.create_run(graph.id).id
+
+
+def test_set_node_state_persists(store: WorkflowStore, run_id: str) -> None:
+    state = store.set_node_state(run_id, "a", status=WorkflowNodeStatus.RUNNING, progress=0.5)
+    assert state.status is WorkflowNodeStatus.RUNNING and state.progress == 0.5
+    assert state.started_at is not None and state.completed_at is None
+    assert store.get_node_state(run_id, "a") == state
+
+
+def test_get_node_state_all_fields(store: WorkflowStore, run_id: str) -> None:
+    store.set_node_state(run_id, "b", status="running", progress=0.25, messages=["m1"])
+    state = store.set_node_state(run_id, "b", error="boom")
+    fetched = store.get_node_state(run_id, "b")
+    assert fetched == state
+    assert (fetched.run_id, fetched.node_id, fetched.status) == (run_id, "b", WorkflowNodeStatus.FAILED)
+    assert (fetched.progress, fetched.messages, fetched.error) == (0.25, ["m1"], "boom")
+    assert fetched.started_at is not None and fetched.completed_at >= fetched.started_at
+    assert store.get_node_state(run_id, "zzz") is None
+
+
+def test_list_node_states_in_graph_order_then_others(store: WorkflowStore, run_id: str) -> None:
+    store.set_node_state(run_id, "z-extra", progress=0.1)
+    store.set_node_state(run_id, "m-extra", status="skipped")
+    store.set_node_state(run_id, "c", progress=1.0)
+    ids = [s.node_id for s in store.list_node_states(run_id)]
+    assert ids == ["a", "b", "c", "m-extra", "z-extra"]
+    assert store.list_node_states("no-such-run") == []
+
+
+def test_progress_update_moves_pending_to_running(store: WorkflowStore, run_id: str) -> None:
+    first = store.set_node_state(run_id, "a", progress=0.3)
+    assert first.status is WorkflowNodeStatus.RUNNING and first.started_at is not None
+    second = store.set_node_state(run_id, "a", progress=0.7)
+    assert second.progress == 0.7 and second.status is WorkflowNodeStatus.RUNNING
+    assert second.started_at == first.started_at
+    assert store.get_node_state(run_id, "a").progress == 0.7
+
+
+def test_only_given_fields_change(store: WorkflowStore, run_id: str) -> None:
+    store.set_node_state(run_id, "a", progress=0.4, messages=["x"], error="e1")
+    state = store.set_node_state(run_id, "a", status="running")
+    assert (state.progress, state.messages, state.error) == (0.4, ["x"], "e1")
+
+
+def test_messages_stored_as_json(store: WorkflowStore, run_id: str) -> None:
+    text = ["Step 1", "Step 2", 'quote " and \\ and %s and :name and ✓']
+    state = store.set_node_state(run_id, "a", messages=text)
+    assert state.messages == text and store.get_node_state(run_id, "a").messages == text
+    assert state.status is WorkflowNodeStatus.PENDING
+
+
+def test_error_marks_failed(store: WorkflowStore, run_id: str) -> None:
+    state = store.set_node_state(run_id, "a", error="Error message")
+    assert state.error == "Error message" and state.status is WorkflowNodeStatus.FAILED
+    assert state.completed_at is not None
+    explicit = store.set_node_state(run_id, "b", status="running", error="warning only")
+    assert explicit.status is WorkflowNodeStatus.RUNNING
+
+
+def test_reentering_running_resets_timestamps(store: WorkflowStore, run_id: str) -> None:
+    running = store.set_node_state(run_id, "a", status="running")
+    done = store.set_node_state(run_id, "a", status="completed")
+    assert done.completed_at is not None and done.started_at == running.started_at
+    again = store.set_node_state(run_id, "a", status="completed")
+    assert again.completed_at == done.completed_at  # entering, not staying, sets it
+    retry = store.set_node_state(run_id, "a", status="running")
+    assert retry.started_at > running.started_at and retry.completed_at is None
+
+
+def test_append_node_message(store: WorkflowStore, run_id: str) -> None:
+    store.set_node_state(run_id, "a", messages=["one"])
+    state = store.append_node_message(run_id, "a", "two")
+    assert state.messages == ["one", "two"]
+    fresh = store.append_node_message(run_id, "new-node", "first")
+    assert fresh.status is WorkflowNodeStatus.PENDING and fresh.messages == ["first"]
+
+
+def test_append_node_message_respects_size_cap(db, run_id: str) -> None:
+    small = WorkflowStore(db, max_json_bytes=64)
+    small.append_node_message(run_id, "a", "x" * 40)
+    with pytest.raises(ValidationError, match="max_json_bytes"):
+        small.append_node_message(run_id, "a", "y" * 30)
+    assert small.get_node_state(run_id, "a").messages == ["x" * 40]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"progress": 1.5}, "progress"),
+        ({"progress": -0.1}, "progress"),
+        ({"progress": float("nan")}, "progress"),
+        ({"progress": "half"}, "progress"),
+        ({"status": "dancing"}, "pending, running, completed, failed, skipped"),
+        ({"messages": "not a list"}, "messages"),
+        ({"messages": ["ok", 3]}, "messages\\[1\\]"),
+        ({"error": "nul\x00byte"}, "NUL"),
+    ],
+)
+def test_bad_node_input_writes_nothing(
+    store: WorkflowStore, run_id: str, kwargs: dict, message: str
+) -> None:
+    before = store.list_node_states(run_id)
+    with pytest.raises(ValidationError, match=message):
+        store.set_node_state(run_id, "a", **kwargs)
+    assert store.list_node_states(run_id) == before
+
+
+def test_node_state_of_unknown_run_is_integrity_error(store: WorkflowStore) -> None:
+    with pytest.raises(IntegrityError, match="run_id"):
+        store.set_node_state("no-run", "a", progress=0.5)
+    with pytest.raises(IntegrityError, match="run_id"):
+        store.append_node_message("no-run", "a", "hello")
+    assert store.get_node_state("no-run", "a") is None
+
+
+def test_many_node_state_updates(store: WorkflowStore, run_id: str) -> None:
+    for step in range(1, 1001):
+        store.set_node_state(run_id, "b", progress=step / 1000)
+    state = store.get_node_state(run_id, "b")
+    assert state.progress == 1.0 and state.status is WorkflowNodeStatus.RUNNING

@@ -1,0 +1,97 @@
+"""store.transaction() and SPEC.md section 9 (persistence across restarts), on both databases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from factories import graph_structure, make_graph
+from workflow_db import (
+    IntegrityError,
+    WorkflowGraph,
+    WorkflowNodeStatus,
+    WorkflowRunStatus,
+    WorkflowStore,
+    connect,
+)
+
+
+class Boom(Exception):
+    pass
+
+
+def test_transaction_commits_together(store: WorkflowStore) -> None:
+    store.ensure_project("p")
+    with store.transaction():
+        graph = store.create_graph(WorkflowGraph("p", "g", graph_structure("a")))
+        run = store.create_run(graph.id)
+        store.set_node_state(run.id, "a", progress=0.5)
+        assert store.get_run(run.id) == run  # reads inside see the transaction's writes
+    assert store.get_node_state(run.id, "a").progress == 0.5
+
+
+def test_exception_rolls_everything_back(store: WorkflowStore) -> None:
+    graph = make_graph(store)
+    run = store.create_run(graph.id)
+    with pytest.raises(Boom):
+        with store.transaction():
+            store.update_run_status(run.id, "running")
+            store.create_run(graph.id, id="second")
+            store.update_graph(graph.id, name="renamed")
+            with store.transaction():  # nested: joins the outer one
+                store.set_node_state(run.id, "a", error="x")
+            raise Boom
+    assert store.get_run(run.id) == run
+    assert store.get_run("second") is None
+    assert store.get_graph(graph.id) == graph
+    assert store.get_node_state(run.id, "a").status is WorkflowNodeStatus.PENDING
+
+
+def test_failed_call_inside_transaction_writes_nothing_of_its_own(store: WorkflowStore) -> None:
+    graph = make_graph(store)
+    with store.transaction():
+        run = store.create_run(graph.id)
+        with pytest.raises(IntegrityError):
+            store.create_run(graph.id, id=run.id)
+        store.update_run_status(run.id, "running")
+    assert store.get_run(run.id).status is WorkflowRunStatus.RUNNING
+    assert store.count_runs() == 1
+
+
+def test_restart_keeps_everything(db_url: str) -> None:
+    """A second process sees what the first wrote and continues the run."""
+    with connect(db_url) as db:
+        store = WorkflowStore(db)
+        graph = make_graph(store, "p", "a", "b")
+        run = store.create_run(graph.id, {"n": 1})
+        store.update_run_status(run.id, "running", last_message="halfway")
+        store.set_node_state(run.id, "a", status="completed", progress=1.0, messages=["ok"])
+        store.set_node_state(run.id, "b", progress=0.4)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from workflow_db import WorkflowStore, connect
+        with connect({db_url!r}) as db:
+            store = WorkflowStore(db)
+            run = store.get_run({run.id!r})
+            assert run.status.value == "running" and run.last_message == "halfway", run
+            assert run.input == {{"n": 1}}
+            states = {{s.node_id: s for s in store.list_node_states(run.id)}}
+            assert states["a"].status.value == "completed" and states["a"].messages == ["ok"]
+            assert states["b"].progress == 0.4 and states["b"].status.value == "running"
+            graph = store.get_graph({graph.id!r})
+            assert [n["id"] for n in graph.graph["nodes"]] == ["a", "b"]
+            store.set_node_state(run.id, "b", status="completed", progress=1.0)
+            store.update_run_status(run.id, "completed")
+            store.create_run(graph.id, id="after-restart")
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with connect(db_url) as db:
+        store = WorkflowStore(db)
+        assert store.get_run(run.id).status is WorkflowRunStatus.COMPLETED
+        assert store.get_node_state(run.id, "b").status is WorkflowNodeStatus.COMPLETED
+        assert store.get_run("after-restart") is not None
