@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pg_cluster import ThrowawayCluster, find_server
 from psycopg import sql
 
-from pg_cluster import ThrowawayCluster, find_server
 from workflow_db import Database, WorkflowStore, connect
 from workflow_db.migrate import upgrade
 
@@ -63,6 +63,15 @@ class PostgresServer:
             upgrade(db)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a PostgreSQL server ``postgresql`` (tox selects on it)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("dialect") if callspec else None
+        if param == "postgresql" or (param is None and "pg_server" in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgresql)
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer | None]:
     url = find_server()
@@ -98,20 +107,25 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _pg(request: pytest.FixtureRequest) -> PostgresServer:
+    # Looked up only for the postgresql side, so SQLite-only runs never touch a server.
+    return require_pg(request.getfixturevalue("pg_server"))
+
+
 @pytest.fixture
-def blank_url(dialect: str, tmp_path: Path, pg_server: PostgresServer | None) -> Iterator[str]:
+def blank_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of an empty, unmigrated database."""
     if dialect == "sqlite":
         yield f"sqlite:///{tmp_path / 'blank.db'}"
         return
-    server = require_pg(pg_server)
+    server = _pg(request)
     name = server.create_database()
     yield server.url_for(name)
     server.drop_database(name)
 
 
 @pytest.fixture
-def db_url(dialect: str, tmp_path: Path, pg_server: PostgresServer | None) -> Iterator[str]:
+def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of a fresh database with every migration applied."""
     if dialect == "sqlite":
         url = f"sqlite:///{tmp_path / 'workflow.db'}"
@@ -119,7 +133,7 @@ def db_url(dialect: str, tmp_path: Path, pg_server: PostgresServer | None) -> It
             upgrade(db)
         yield url
         return
-    server = require_pg(pg_server)
+    server = _pg(request)
     name = server.create_database(template=server.template)
     yield server.url_for(name)
     server.drop_database(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from workflow_db import WorkflowGraph, WorkflowStore
@@ -10,7 +11,7 @@ from workflow_db import WorkflowGraph, WorkflowStore
 def graph_structure(*node_ids: str, **extra: Any) -> dict[str, Any]:
     """A graph with the given nodes chained by edges, plus any extra keys."""
     nodes = [{"id": node_id, "type": "task"} for node_id in node_ids]
-    edges = [{"source": a, "target": b} for a, b in zip(node_ids, node_ids[1:], strict=False)]
+    edges = [{"source": a, "target": b} for a, b in itertools.pairwise(node_ids)]
     return {"nodes": nodes, "edges": edges, **extra}
 
 

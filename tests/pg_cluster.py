@@ -75,8 +75,17 @@ class ThrowawayCluster:
     def resume(self) -> None:
         """Start (again) the server on the cluster's port."""
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-o", options,
-                  "-l", str(self.directory / "log"), "-w", "start")
+        self._run(
+            self._pg_ctl,
+            "-D",
+            str(self.directory / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop the server at once (its clients see the connection break)."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import pytest
-
 from factories import graph_structure, make_graph
+
 from workflow_db import (
+    ConflictError,
     GraphInUseError,
     IntegrityError,
-    ConflictError,
     ValidationError,
     WorkflowGraph,
     WorkflowStore,
@@ -92,7 +93,7 @@ def test_update_graph_updated_at_grows_strictly(store: WorkflowStore) -> None:
         updated = store.update_graph(graph.id, description=f"d{index}")
         assert updated is not None
         stamps.append(updated.updated_at)
-    assert all(a < b for a, b in zip(stamps, stamps[1:]))
+    assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
 def test_update_graph_expected_version(store: WorkflowStore) -> None:

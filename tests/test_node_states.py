@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from factories import make_graph
+
 from workflow_db import IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
 
 
@@ -26,7 +26,11 @@ def test_get_node_state_all_fields(store: WorkflowStore, run_id: str) -> None:
     state = store.set_node_state(run_id, "b", error="boom")
     fetched = store.get_node_state(run_id, "b")
     assert fetched == state
-    assert (fetched.run_id, fetched.node_id, fetched.status) == (run_id, "b", WorkflowNodeStatus.FAILED)
+    assert (fetched.run_id, fetched.node_id, fetched.status) == (
+        run_id,
+        "b",
+        WorkflowNodeStatus.FAILED,
+    )
     assert (fetched.progress, fetched.messages, fetched.error) == (0.25, ["m1"], "boom")
     assert fetched.started_at is not None and fetched.completed_at >= fetched.started_at
     assert store.get_node_state(run_id, "zzz") is None
@@ -110,9 +114,7 @@ def test_append_node_message_respects_size_cap(db, run_id: str) -> None:
         ({"error": "nul\x00byte"}, "NUL"),
     ],
 )
-def test_bad_node_input_writes_nothing(
-    store: WorkflowStore, run_id: str, kwargs: dict, message: str
-) -> None:
+def test_bad_node_input_writes_nothing(store: WorkflowStore, run_id: str, kwargs: dict, message: str) -> None:
     before = store.list_node_states(run_id)
     with pytest.raises(ValidationError, match=message):
         store.set_node_state(run_id, "a", **kwargs)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from factories import graph_structure, make_graph
+
 from workflow_db import (
     ConflictError,
     IntegrityError,
@@ -205,7 +206,7 @@ def test_updated_at_grows_strictly_on_runs(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
     stamps = [run.updated_at] + [store.update_run_status(run.id).updated_at for _ in range(30)]
-    assert all(a < b for a, b in zip(stamps, stamps[1:]))
+    assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
 def test_runs_keep_their_graph_version(store: WorkflowStore) -> None:

@@ -7,8 +7,8 @@ import sys
 import textwrap
 
 import pytest
-
 from factories import graph_structure, make_graph
+
 from workflow_db import (
     IntegrityError,
     WorkflowGraph,
@@ -36,14 +36,13 @@ def test_transaction_commits_together(store: WorkflowStore) -> None:
 def test_exception_rolls_everything_back(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
-    with pytest.raises(Boom):
-        with store.transaction():
-            store.update_run_status(run.id, "running")
-            store.create_run(graph.id, id="second")
-            store.update_graph(graph.id, name="renamed")
-            with store.transaction():  # nested: joins the outer one
-                store.set_node_state(run.id, "a", error="x")
-            raise Boom
+    with pytest.raises(Boom), store.transaction():
+        store.update_run_status(run.id, "running")
+        store.create_run(graph.id, id="second")
+        store.update_graph(graph.id, name="renamed")
+        with store.transaction():  # nested: joins the outer one
+            store.set_node_state(run.id, "a", error="x")
+        raise Boom
     assert store.get_run(run.id) == run
     assert store.get_run("second") is None
     assert store.get_graph(graph.id) == graph

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -37,6 +38,9 @@ from .dialects import Database, DialectSQL, Session, connect
 from .errors import MigrationError, WorkflowDBError
 
 logger = logging.getLogger(__name__)
+
+MigrationsDirectory = Traversable | str | os.PathLike[str]
+"""Where migration files are read from (default: the ones shipped in the wheel)."""
 
 _FILE_NAME = re.compile(r"^(\d+)_(\w+)\.sql$")
 _NON_TRANSACTIONAL = re.compile(r"^\s*--\s*transactional\s*:\s*false\s*$", re.IGNORECASE | re.MULTILINE)
@@ -102,9 +106,14 @@ def migrations_directory(db: Database) -> Traversable:
     return resources.files("workflow_db.sql").joinpath(db.dialect)
 
 
-def load_migrations(db: Database, directory: Traversable | Path | None = None) -> list[Migration]:
+def load_migrations(db: Database, directory: MigrationsDirectory | None = None) -> list[Migration]:
     """Read and check the migration files for ``db``'s dialect, in version order."""
-    folder = directory if directory is not None else migrations_directory(db)
+    if directory is None:
+        folder: Traversable = migrations_directory(db)
+    elif isinstance(directory, str | os.PathLike):
+        folder = Path(directory)
+    else:
+        folder = directory
     migrations: dict[int, Migration] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if not entry.name.endswith(".sql"):
@@ -114,9 +123,7 @@ def load_migrations(db: Database, directory: Traversable | Path | None = None) -
             raise MigrationError(f"{entry.name}: migration files are named NNNN_name.sql")
         version = int(match.group(1))
         if version in migrations:
-            raise MigrationError(
-                f"{entry.name}: version {version} is also {migrations[version].file_name}"
-            )
+            raise MigrationError(f"{entry.name}: version {version} is also {migrations[version].file_name}")
         text = entry.read_text(encoding="utf-8")
         statements = tuple(db.split_script(text.removeprefix("\ufeff")))
         for statement in statements:
@@ -152,9 +159,7 @@ def _pending(migrations: Sequence[Migration], applied: dict[int, _Applied]) -> l
     known = {migration.version: migration for migration in migrations}
     for version, row in applied.items():
         if version not in known:
-            raise MigrationError(
-                f"version {version} ({row.name}) is applied but its file is missing"
-            )
+            raise MigrationError(f"version {version} ({row.name}) is applied but its file is missing")
         if known[version].checksum != row.checksum:
             raise MigrationError(
                 f"{known[version].file_name} was changed after it was applied: "
@@ -171,7 +176,7 @@ def _pending(migrations: Sequence[Migration], applied: dict[int, _Applied]) -> l
     return pending
 
 
-def status(db: Database, *, directory: Traversable | Path | None = None) -> list[MigrationStatus]:
+def status(db: Database, *, directory: MigrationsDirectory | None = None) -> list[MigrationStatus]:
     """One row per known migration (files and applied versions); writes nothing."""
     migrations = {m.version: m for m in load_migrations(db, directory)}
     with db.reading() as session:
@@ -190,7 +195,7 @@ def status(db: Database, *, directory: Traversable | Path | None = None) -> list
     return rows
 
 
-def plan(db: Database, *, directory: Traversable | Path | None = None) -> list[Migration]:
+def plan(db: Database, *, directory: MigrationsDirectory | None = None) -> list[Migration]:
     """The migrations :func:`upgrade` would apply now, in order; writes nothing."""
     migrations = load_migrations(db, directory)
     with db.reading() as session:
@@ -200,7 +205,7 @@ def plan(db: Database, *, directory: Traversable | Path | None = None) -> list[M
 def upgrade(
     db: Database,
     *,
-    directory: Traversable | Path | None = None,
+    directory: MigrationsDirectory | None = None,
     lock_timeout: float = 900.0,
 ) -> list[int]:
     """Apply every pending migration; return the versions applied now ([] when up to date)."""
@@ -238,9 +243,7 @@ def _apply(db: Database, session: Session, migration: Migration) -> bool:
     except WorkflowDBError as exc:
         kept = "nothing of it was applied" if migration.transactional else "it ran outside a transaction"
         raise MigrationError(f"{migration.file_name} failed ({kept}): {exc}") from exc
-    logger.info(
-        "applied %s in %.1f ms", migration.file_name, (time.perf_counter() - started) * 1000
-    )
+    logger.info("applied %s in %.1f ms", migration.file_name, (time.perf_counter() - started) * 1000)
     return True
 
 
@@ -290,17 +293,25 @@ def _upgrade(db: Database, out: TextIO) -> int:
 _COMMANDS = {"up": _upgrade, "status": _print_status, "plan": _print_plan}
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 usage error)."""
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(
         prog="python -m workflow_db.migrate",
         description="Apply or inspect workflow_db's numbered SQL migrations.",
     )
+    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
     parser.add_argument(
-        "--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the database (SQLite: the busy timeout); default 30",
     )
     parser.add_argument(
-        "command", nargs="?", default="up", choices=sorted(_COMMANDS),
+        "command",
+        nargs="?",
+        default="up",
+        choices=sorted(_COMMANDS),
         help="up: apply pending migrations (default); status: list them; plan: print the SQL up would run",
     )
     try:
@@ -309,7 +320,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        db = connect(args.url)
+        db = connect(args.url, timeout=args.timeout)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -142,15 +142,13 @@ StatusEnum = TypeVar("StatusEnum", WorkflowRunStatus, WorkflowNodeStatus)
 def to_status(kind: type[StatusEnum], value: object, field: str = "status") -> StatusEnum:
     """Return ``value`` (a member or its value) as a member of ``kind``."""
     try:
-        return kind(value)
+        return kind(value)  # type: ignore[arg-type]
     except ValueError:
         allowed = ", ".join(member.value for member in kind)
         raise ValidationError(f"{field}: {value!r} is not one of {allowed}") from None
 
 
-def to_statuses(
-    kind: type[StatusEnum], value: object, field: str = "status"
-) -> tuple[StatusEnum, ...]:
+def to_statuses(kind: type[StatusEnum], value: object, field: str = "status") -> tuple[StatusEnum, ...]:
     """Return one status or a collection of statuses as a tuple of members."""
     if isinstance(value, str):
         return (to_status(kind, value, field),)

@@ -63,7 +63,9 @@ COUNT_GRAPH_RUNS = "SELECT count(*) FROM workflow_runs WHERE workflow_id = :id"
 LIST_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs"
 GRAPH_ORDER = " ORDER BY created_at DESC, id DESC"
 GRAPH_AFTER = "(created_at, id) < (:after_at, :after_id)"
-GRAPH_AFTER_ID = "(created_at, id) < ((SELECT created_at FROM workflow_graphs WHERE id = :after_id), :after_id)"
+GRAPH_AFTER_ID = (
+    "(created_at, id) < ((SELECT created_at FROM workflow_graphs WHERE id = :after_id), :after_id)"
+)
 
 # -- runs -------------------------------------------------------------------------------
 
@@ -126,8 +128,7 @@ NODE_COLUMNS = "run_id, node_id, status, progress, messages_json, started_at, co
 # The status a node state takes on update: the one forced by the caller (a
 # status, or FAILED for an error), else RUNNING if progress arrives while PENDING.
 _NEW_NODE_STATUS = (
-    "COALESCE(:forced_status, CASE WHEN :promote AND ns.status = 'pending' "
-    "THEN 'running' ELSE ns.status END)"
+    "COALESCE(:forced_status, CASE WHEN :promote AND ns.status = 'pending' THEN 'running' ELSE ns.status END)"
 )
 _ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
 
@@ -172,6 +173,5 @@ GET_NODE_STATE = (
     f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id AND node_id = :node_id"
 )
 LIST_NODE_STATES = (
-    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id "
-    "ORDER BY position, node_id"
+    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id ORDER BY position, node_id"
 )

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from . import queries as q
 from .dialects import Database, Session
-from .dialects.base import Row
+from .dialects.base import SQL, Row
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
 from .models import (
     TERMINAL_RUN_STATUSES,
@@ -161,12 +162,12 @@ class WorkflowStore:
         if project_id is not None:
             where.append("project_id = :project_id")
             params["project_id"] = project_id
-        after_id = self._keyset(after, WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, where, params)
+        after_id = self._keyset(after, _GRAPH_PAGES, where, params)
         sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
         with self.db.reading() as session:
             rows = session.all(sql, params)
             if not rows and after_id is not None:
-                self._check_after(session, q.GRAPH_EXISTS, after_id)
+                _check_after(session, _GRAPH_PAGES, after_id)
         return [self._graph(row) for row in rows]
 
     def update_graph(
@@ -186,9 +187,7 @@ class WorkflowStore:
         """
         changes = _graph_changes({**(updates or {}), **fields})
         graph_json = (
-            self.db.encode_json(self._json.encode("graph", changes["graph"]))
-            if "graph" in changes
-            else None
+            self.db.encode_json(self._json.encode("graph", changes["graph"])) if "graph" in changes else None
         )
         if expected_version is not None and (
             isinstance(expected_version, bool) or not isinstance(expected_version, int)
@@ -200,8 +199,7 @@ class WorkflowStore:
                 return None
             if expected_version is not None and current.version != expected_version:
                 raise ConflictError(
-                    f"graph {graph_id!r} is at version {current.version}, "
-                    f"not the expected {expected_version}"
+                    f"graph {graph_id!r} is at version {current.version}, not the expected {expected_version}"
                 )
             if all(getattr(current, key) == value for key, value in changes.items()):
                 return current
@@ -245,11 +243,11 @@ class WorkflowStore:
     def create_run(
         self,
         workflow_id: str,
-        input: Any = None,  # noqa: A002 - the name API.md gives
+        input: Any = None,
         *,
         project_id: str | None = None,
         status: WorkflowRunStatus | str = WorkflowRunStatus.PENDING,
-        id: str | None = None,  # noqa: A002
+        id: str | None = None,
     ) -> WorkflowRun:
         """Start a run of the graph's current version, with a PENDING state per node.
 
@@ -315,12 +313,12 @@ class WorkflowStore:
         ``after`` is the last run of the previous page (the object or its id).
         """
         where, params = self._run_filters(project_id, status, workflow_id, updated_before)
-        after_id = self._keyset(after, WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, where, params)
+        after_id = self._keyset(after, _RUN_PAGES, where, params)
         sql = _select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
         with self.db.reading() as session:
             rows = session.all(sql, params)
             if not rows and after_id is not None:
-                self._check_after(session, q.RUN_EXISTS, after_id)
+                _check_after(session, _RUN_PAGES, after_id)
         build = self._run
         return [build(row) for row in rows]
 
@@ -384,9 +382,7 @@ class WorkflowStore:
         current = self.get_run(run_id)
         if current is None:
             return None
-        raise ConflictError(
-            f"run {run_id!r} is {current.status.value}, not the expected {expected.value}"
-        )
+        raise ConflictError(f"run {run_id!r} is {current.status.value}, not the expected {expected.value}")
 
     def prune_runs(
         self,
@@ -461,11 +457,19 @@ class WorkflowStore:
             "insert_messages_json": messages_json or self.db.encode_json("[]"),
             "insert_started_at": now if insert_status is WorkflowNodeStatus.RUNNING else None,
             "insert_completed_at": (
-                now if insert_status in (WorkflowNodeStatus.COMPLETED, WorkflowNodeStatus.FAILED,
-                                         WorkflowNodeStatus.SKIPPED) else None
+                now
+                if insert_status
+                in (
+                    WorkflowNodeStatus.COMPLETED,
+                    WorkflowNodeStatus.FAILED,
+                    WorkflowNodeStatus.SKIPPED,
+                )
+                else None
             ),
         }
-        return self._write_node_state(q.SET_NODE_STATE, params)
+        state = self._write_node_state(q.SET_NODE_STATE, params)
+        assert state is not None  # an upsert without a WHERE always returns its row
+        return state
 
     def append_node_message(self, run_id: str, node_id: str, message: str) -> WorkflowNodeState:
         """Append ``message`` to a node's messages atomically (concurrent appends all survive).
@@ -484,17 +488,16 @@ class WorkflowStore:
             "added_bytes": len(encoded.encode("utf-8")) - 1,
             "max_bytes": self._json.max_bytes,
         }
-        state = self._write_node_state(q.APPEND_NODE_MESSAGE, params, missing_row_ok=True)
-        if state is None:
+        state = self._write_node_state(q.APPEND_NODE_MESSAGE, params)
+        if state is None:  # the upsert's WHERE refused: the list would not fit
             raise ValidationError(
                 f"messages: appending {len(message)} characters to node {node_id!r} of run "
                 f"{run_id!r} would exceed max_json_bytes ({self._json.max_bytes})"
             )
         return state
 
-    def _write_node_state(
-        self, sql: Any, params: dict[str, Any], *, missing_row_ok: bool = False
-    ) -> Any:
+    def _write_node_state(self, sql: SQL, params: dict[str, Any]) -> WorkflowNodeState | None:
+        """Run a node-state upsert; None if it returned no row."""
         try:
             with self.db.writing(single_statement=True) as session:
                 row = session.one(sql, params)
@@ -502,10 +505,7 @@ class WorkflowStore:
             if self.get_run(params["run_id"]) is None:
                 raise IntegrityError(f"run_id: no run {params['run_id']!r}") from exc
             raise
-        if row is None:
-            assert missing_row_ok
-            return None
-        return self._node_state(row)
+        return None if row is None else self._node_state(row)
 
     def get_node_state(self, run_id: str, node_id: str) -> WorkflowNodeState | None:
         """The state of node ``node_id`` in run ``run_id``, or None."""
@@ -535,38 +535,26 @@ class WorkflowStore:
         with self.db.reading() as session:
             return session.one(sql, {"id": key}) is not None
 
-    @staticmethod
-    def _check_after(session: Session, exists_sql: str, after_id: str) -> None:
-        if session.one(exists_sql, {"id": after_id}) is None:
-            raise ValidationError(f"after: {after_id!r} names nothing stored; pass the last item of the previous page")
-
-    def _keyset(
-        self,
-        after: Any,
-        kind: type,
-        time_field: str,
-        after_values_sql: str,
-        after_id_sql: str,
-        where: list[str],
-        params: dict[str, Any],
-    ) -> str | None:
+    def _keyset(self, after: Any, pages: _Pages, where: list[str], params: dict[str, Any]) -> str | None:
         """Add the keyset condition for ``after``; return the id to check if the page is empty."""
         if after is None:
             return None
-        if isinstance(after, kind):
-            at = getattr(after, time_field)
+        if isinstance(after, pages.kind):
+            at = getattr(after, pages.time_field)
             if at is None:
-                raise ValidationError(f"after: this {kind.__name__} was never stored (no {time_field})")
-            params["after_at"] = self.db.encode_time(check_aware(f"after.{time_field}", at))
-            params["after_id"] = after.id  # type: ignore[attr-defined]
-            where.append(after_values_sql)
+                raise ValidationError(
+                    f"after: this {pages.kind.__name__} was never stored (no {pages.time_field})"
+                )
+            params["after_at"] = self.db.encode_time(check_aware(f"after.{pages.time_field}", at))
+            params["after_id"] = after.id
+            where.append(pages.after_values_sql)
             return None
         if isinstance(after, str):
             params["after_id"] = after
-            where.append(after_id_sql)
+            where.append(pages.after_id_sql)
             return after
         raise ValidationError(
-            f"after: expected a {kind.__name__} or its id, got {type(after).__name__}"
+            f"after: expected a {pages.kind.__name__} or its id, got {type(after).__name__}"
         )
 
     def _run_filters(
@@ -639,6 +627,29 @@ class WorkflowStore:
         )
 
 
+@dataclass(frozen=True)
+class _Pages:
+    """How one kind of record is paged: newest first by (time_field, id)."""
+
+    kind: type[WorkflowGraph] | type[WorkflowRun]
+    time_field: str
+    after_values_sql: str
+    after_id_sql: str
+    exists_sql: str
+
+
+_GRAPH_PAGES = _Pages(WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, q.GRAPH_EXISTS)
+_RUN_PAGES = _Pages(WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, q.RUN_EXISTS)
+
+
+def _check_after(session: Session, pages: _Pages, after_id: str) -> None:
+    """An empty page after an id: make sure the id exists (an unknown one is a mistake)."""
+    if session.one(pages.exists_sql, {"id": after_id}) is None:
+        raise ValidationError(
+            f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
+        )
+
+
 def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
     """Check the keys and values given to update_graph; drop the ones that are None."""
     unknown = sorted(set(given) - set(GRAPH_UPDATE_KEYS))
@@ -658,9 +669,7 @@ def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def _select(
-    base: str, where: list[str], order: str, limit: int | None, params: dict[str, Any]
-) -> str:
+def _select(base: str, where: list[str], order: str, limit: int | None, params: dict[str, Any]) -> str:
     sql = base
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -73,9 +73,7 @@ def connect(
             timeout=timeout,
             prepare_threshold=prepare_threshold,
         )
-    raise ValueError(
-        f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://"
-    )
+    raise ValueError(f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
 
 
 def _connect_sqlite(rest: str, **options: Any) -> Database:

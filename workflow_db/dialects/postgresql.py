@@ -184,9 +184,7 @@ class PostgresDatabase(Database):
                 logger.info("another process holds the migration lock; waiting for it")
                 waited = True
             if time.monotonic() >= deadline:
-                raise MigrationError(
-                    f"the migration lock was not released within {lock_timeout:g} s"
-                )
+                raise MigrationError(f"the migration lock was not released within {lock_timeout:g} s")
             time.sleep(MIGRATION_LOCK_POLL_SECONDS)
 
     def _close(self) -> None:

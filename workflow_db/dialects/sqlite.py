@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
 from ..errors import DatabaseUnavailableError, IntegrityError, WorkflowDBError
@@ -140,9 +140,8 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def _write_session(self, single_statement: bool) -> Iterator[Session]:
-        with self._writer_lock:
-            with SQLiteSession(self, self._writer).transaction() as session:
-                yield session
+        with self._writer_lock, SQLiteSession(self, self._writer).transaction() as session:
+            yield session
 
     @contextmanager
     def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
@@ -201,4 +200,3 @@ class SQLiteDatabase(Database):
             raise WorkflowDBError(f"sqlite: {message}") from exc
         except sqlite3.Error as exc:
             raise WorkflowDBError(f"sqlite: {exc}") from exc
-

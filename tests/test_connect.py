@@ -1,0 +1,117 @@
+"""connect(): URL forms, errors that never show a password, unreachable servers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import PostgresServer, require_pg
+from factories import make_graph
+from pg_cluster import free_port
+
+from workflow_db import DatabaseUnavailableError, WorkflowStore, connect
+from workflow_db.migrate import upgrade
+
+
+def test_sqlite_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with connect("sqlite:///relative.db") as db:
+        assert db.dialect == "sqlite"
+        upgrade(db)
+    assert (tmp_path / "relative.db").exists()
+    absolute = tmp_path / "sub" / "absolute.db"
+    absolute.parent.mkdir()
+    with connect(f"sqlite:///{absolute}") as db:
+        upgrade(db)
+    assert absolute.exists()
+
+
+def test_default_url_comes_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKFLOW_DB_URL", f"sqlite:///{tmp_path / 'from_env.db'}")
+    with connect() as db:
+        upgrade(db)
+    assert (tmp_path / "from_env.db").exists()
+    monkeypatch.delenv("WORKFLOW_DB_URL")
+    with connect() as db:
+        assert db.dialect == "sqlite"
+        upgrade(db)
+    assert (tmp_path / "workflow.db").exists()
+
+
+def test_memory_database_is_private_and_shared_by_threads() -> None:
+    with connect("sqlite:///:memory:") as db, connect("sqlite:///:memory:") as other:
+        upgrade(db)
+        upgrade(other)
+        store = WorkflowStore(db)
+        graph = make_graph(store)
+        errors: list[BaseException] = []
+
+        def create() -> None:
+            try:
+                for _ in range(10):
+                    store.create_run(graph.id)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert store.count_runs() == 80
+        assert WorkflowStore(other).count_runs() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root:s3cret@localhost/db", "scheme 'mysql' is not supported"),
+        ("s3cret", "no scheme"),
+        ("sqlite://host/file.db", "malformed sqlite URL"),
+        ("sqlite:///", "malformed sqlite URL"),
+        ("postgresql://root:s3cret@localhost:99999999/db", "malformed postgresql URL"),
+        ("postgresql://root:s3cret@localhost:port/db", "malformed postgresql URL"),
+    ],
+)
+def test_bad_urls_are_value_errors_without_password(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        connect(url)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_sqlite_directory_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailableError, match="unable to open"):
+        connect(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+
+
+def test_unreachable_postgresql_is_quick_and_clear(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"postgresql://admin:s3cret@127.0.0.1:{free_port()}/db"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseUnavailableError, match="did not accept a connection within 1 s") as caught:
+        connect(url, timeout=1)
+    assert "admin:***@127.0.0.1" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert all("s3cret" not in record.getMessage() for record in caplog.records)
+
+
+def test_postgres_scheme_alias(pg_server: PostgresServer | None) -> None:
+    server = require_pg(pg_server)
+    url = server.url_for(server.template).replace("postgresql://", "postgres://", 1)
+    with connect(url, min_size=1, max_size=2, timeout=5) as db:
+        assert db.dialect == "postgresql"
+        assert WorkflowStore(db).count_runs() == 0
+
+
+def test_failed_login_never_shows_the_password(pg_server: PostgresServer | None) -> None:
+    server = require_pg(pg_server)
+    parts = urlsplit(server.url)
+    netloc = f"{parts.username}:s3cret@{parts.hostname}:{parts.port or 5432}"
+    url = parts._replace(netloc=netloc, path="/no_such_database_here").geturl()
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        connect(url, timeout=2)
+    assert "s3cret" not in str(caught.value) and ":***@" in str(caught.value)
