@@ -103,7 +103,11 @@ def checksum(text: str) -> str:
 
 def migrations_directory(db: Database) -> Traversable:
     """Where the shipped migrations for ``db``'s dialect live."""
-    return resources.files("workflow_db.sql").joinpath(db.dialect)
+    try:
+        root: Traversable = resources.files("workflow_db.sql")
+    except ModuleNotFoundError:  # imported from a source checkout: sql/ sits beside the package
+        root = Path(__file__).resolve().parent.parent / "sql"
+    return root.joinpath(db.dialect)
 
 
 def load_migrations(db: Database, directory: MigrationsDirectory | None = None) -> list[Migration]:
