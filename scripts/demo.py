@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                 store.set_node_state(run.id, node, progress=step)
             store.append_node_message(run.id, node, f"{node} done")
             store.set_node_state(run.id, node, status="completed")
-        run = store.update_run_status(run.id, "completed", output={"rows": 42}, last_message="all done")
-        assert run is not None
-        print(f"run {run.id} of {graph.name!r} (version {run.workflow_version}) in {db.dialect}")
-        print(f"  status {run.status.value}, output {run.output}, finished {run.finished_at:%H:%M:%S.%f}")
+        done = store.update_run_status(run.id, "completed", output={"rows": 42}, last_message="all done")
+        assert done is not None and done.finished_at is not None
+        print(f"run {done.id} of {graph.name!r} (version {done.workflow_version}) in {db.dialect}")
+        print(f"  status {done.status.value}, output {done.output}, finished {done.finished_at:%H:%M:%S.%f}")
         print(f"  {'node':<10} {'status':<10} {'progress':>8}  messages")
         for state in store.list_node_states(run.id):
             print(f"  {state.node_id:<10} {state.status.value:<10} {state.progress:>8.2f}  {state.messages}")
