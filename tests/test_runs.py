@@ -241,3 +241,33 @@ def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None
     assert store.prune_runs(cutoff) == 1
     with pytest.raises(ValidationError, match="finished_before"):
         store.prune_runs(datetime(2030, 1, 1))
+
+
+def test_records_behave_like_frozen_dataclasses(store: WorkflowStore) -> None:
+    import copy
+    import dataclasses
+    import pickle
+    import threading
+
+    graph = make_graph(store, "p", "a")
+    run = store.create_run(graph.id, {"k": [1, 2]})
+    listed = store.list_runs()[0]
+    assert listed == run and repr(listed) == repr(run)
+    assert dataclasses.asdict(store.get_run(run.id)) == dataclasses.asdict(run)
+    assert pickle.loads(pickle.dumps(store.get_run(run.id))) == run
+    assert copy.deepcopy(store.get_run(run.id)) == run
+    assert dataclasses.replace(store.get_run(run.id), last_message="x").last_message == "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        listed.status = WorkflowRunStatus.FAILED  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'stauts'"):
+        _ = store.get_run(run.id).stauts  # type: ignore[attr-defined]
+    state = store.list_node_states(run.id)[0]
+    assert state == store.get_node_state(run.id, "a") and state.status is WorkflowNodeStatus.PENDING
+    shared = store.get_run(run.id)
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(shared.input)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [{"k": [1, 2]}] * 8

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ValidationError
 
@@ -43,6 +43,73 @@ TERMINAL_NODE_STATUSES = frozenset(
 )
 
 
+Record = TypeVar("Record")
+Row = tuple[Any, ...]
+
+
+def record_builder(cls: type[Record]) -> Callable[..., Record]:
+    """Return a function building ``cls`` from positional field values.
+
+    It fills the instance dictionary directly: the store builds records from
+    rows it has already checked, and a frozen dataclass's ``__init__`` costs
+    about three times as much.
+    """
+    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def build(*values: Any) -> Record:
+        record = new(cls)
+        record.__dict__.update(zip(names, values, strict=True))
+        return record
+
+    return build
+
+
+class LazyFields:
+    """Mixin for records whose fields are decoded from the stored row on first access.
+
+    Listing thousands of runs is dominated by decoding JSON and timestamps the
+    caller may never read. A record built by :func:`lazy_record_builder`
+    holds only ``(field names, decode, row)``; the first read of any field decodes them all
+    (``decode(row)`` returns the field values in order) and keeps them. The
+    dataclass's ``__eq__``, ``__repr__`` and ``__hash__`` read fields like any
+    caller, so a lazy record equals an eager one with the same values.
+    Concurrent first reads from two threads both decode the same values: harmless.
+    """
+
+    __slots__ = ()
+
+    if not TYPE_CHECKING:  # keep mypy strict about misspelt attributes
+
+        def __getattr__(self, name: str) -> Any:
+            values = self.__dict__
+            pending = values.get("_pending")
+            if pending is not None:
+                names, decode, row = pending
+                values.update(zip(names, decode(row), strict=True))
+                values.pop("_pending", None)
+                if name in values:
+                    return values[name]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and copy the decoded fields, never the pending row."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
+
+
+def lazy_record_builder(cls: type[Record], decode: Callable[[Row], Iterable[Any]]) -> Callable[[Row], Record]:
+    """Return a function building a :class:`LazyFields` record of ``cls`` from a stored row."""
+    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def build(row: Row) -> Record:
+        record = new(cls)
+        record.__dict__["_pending"] = (names, decode, row)
+        return record
+
+    return build
+
+
 @dataclass(frozen=True)
 class Project:
     """A project: the scope every graph and run belongs to."""
@@ -67,7 +134,7 @@ class WorkflowGraph:
 
 
 @dataclass(frozen=True)
-class WorkflowRun:
+class WorkflowRun(LazyFields):
     """One run of a workflow, pinned to the graph version it started with."""
 
     id: str
@@ -84,7 +151,7 @@ class WorkflowRun:
 
 
 @dataclass(frozen=True)
-class WorkflowNodeState:
+class WorkflowNodeState(LazyFields):
     """The state of one node within one run."""
 
     run_id: str
@@ -95,27 +162,6 @@ class WorkflowNodeState:
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None
-
-
-Record = TypeVar("Record")
-
-
-def record_builder(cls: type[Record]) -> Callable[..., Record]:
-    """Return a function building ``cls`` from positional field values.
-
-    It fills the instance dictionary directly: the store builds thousands of
-    records from rows it has already checked, and a frozen dataclass's
-    ``__init__`` costs about three times as much.
-    """
-    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
-    new = object.__new__
-
-    def build(*values: Any) -> Record:
-        record = new(cls)
-        record.__dict__.update(zip(names, values, strict=True))
-        return record
-
-    return build
 
 
 # -- identifiers and time ---------------------------------------------------

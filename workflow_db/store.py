@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import queries as q
-from .dialects import Database, Session
-from .dialects.base import SQL, Row
+from .dialects import Database
+from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
 from .models import (
     TERMINAL_RUN_STATUSES,
@@ -34,6 +34,7 @@ from .models import (
     check_messages,
     check_progress,
     check_text,
+    lazy_record_builder,
     new_id,
     record_builder,
     to_status,
@@ -47,8 +48,6 @@ _UPDATE_RETRIES = 20
 
 _build_project = record_builder(Project)
 _build_graph = record_builder(WorkflowGraph)
-_build_run = record_builder(WorkflowRun)
-_build_node_state = record_builder(WorkflowNodeState)
 _RUN_STATUS = {status.value: status for status in WorkflowRunStatus}
 _NODE_STATUS = {status.value: status for status in WorkflowNodeStatus}
 _loads = json.loads
@@ -69,6 +68,8 @@ class WorkflowStore:
         self.db = db
         self._json = JsonCodec(max_json_bytes)
         self._time = db.decode_time
+        self._run = lazy_record_builder(WorkflowRun, self._run_values)
+        self._node_state = lazy_record_builder(WorkflowNodeState, self._node_state_values)
 
     @property
     def max_json_bytes(self) -> int:
@@ -97,8 +98,7 @@ class WorkflowStore:
         project_id = check_id("project_id", project_id)
         name = check_text("name", name, optional=True) or project_id
         params = {"id": project_id, "name": name, "now": self._now()}
-        with self.db.writing(single_statement=True) as session:
-            row = session.one(q.ENSURE_PROJECT, params)
+        row = self.db.write(q.ENSURE_PROJECT, params, fetch_one)
         assert row is not None
         return self._project(row)
 
@@ -127,8 +127,7 @@ class WorkflowStore:
             "now": self._now(),
         }
         try:
-            with self.db.writing(single_statement=True) as session:
-                row = session.one(q.INSERT_GRAPH, params)
+            row = self.db.write(q.INSERT_GRAPH, params, fetch_one)
         except IntegrityError as exc:
             if self._exists(q.GRAPH_EXISTS, graph_id):
                 raise IntegrityError(f"id: a graph {graph_id!r} already exists") from exc
@@ -164,10 +163,9 @@ class WorkflowStore:
             params["project_id"] = project_id
         after_id = self._keyset(after, _GRAPH_PAGES, where, params)
         sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
-        with self.db.reading() as session:
-            rows = session.all(sql, params)
-            if not rows and after_id is not None:
-                _check_after(session, _GRAPH_PAGES, after_id)
+        rows = self.db.read(sql, params, fetch_all)
+        if not rows and after_id is not None:
+            self._check_after(_GRAPH_PAGES, after_id)
         return [self._graph(row) for row in rows]
 
     def update_graph(
@@ -211,8 +209,7 @@ class WorkflowStore:
                 "graph_json": graph_json,
                 "now": self._now(),
             }
-            with self.db.writing(single_statement=True) as session:
-                row = session.one(q.UPDATE_GRAPH, params)
+            row = self.db.write(q.UPDATE_GRAPH, params, fetch_one)
             if row is not None:
                 return self._graph(row)
             # Another writer changed the graph after we read it: decide again on its new state.
@@ -226,13 +223,13 @@ class WorkflowStore:
         """
         params = {"id": graph_id}
         try:
-            with self.db.writing(single_statement=not cascade) as session:
-                if cascade:
-                    session.run(q.DELETE_GRAPH_RUNS, params)
+            if not cascade:
+                return self.db.write(q.DELETE_GRAPH, params, fetch_rowcount) > 0
+            with self.db.writing() as session:
+                session.run(q.DELETE_GRAPH_RUNS, params)
                 return session.run(q.DELETE_GRAPH, params) > 0
         except IntegrityError as exc:
-            with self.db.reading() as session:
-                row = session.one(q.COUNT_GRAPH_RUNS, params)
+            row = self.db.read(q.COUNT_GRAPH_RUNS, params, fetch_one)
             runs = row[0] if row else 0
             raise GraphInUseError(
                 f"graph {graph_id!r} still has {runs} run(s): delete them first or pass cascade=True"
@@ -268,8 +265,7 @@ class WorkflowStore:
             "finished_at": now if run_status in TERMINAL_RUN_STATUSES else None,
         }
         try:
-            with self.db.writing(single_statement=True) as session:
-                row = session.one(q.INSERT_RUN, params)
+            row = self.db.write(q.INSERT_RUN, params, fetch_one)
         except IntegrityError as exc:
             self._explain_refused_run(workflow_id, project_id, run_id, exc)
             raise
@@ -279,9 +275,8 @@ class WorkflowStore:
     def _explain_refused_run(
         self, workflow_id: str, project_id: str | None, run_id: str, exc: IntegrityError
     ) -> None:
-        with self.db.reading() as session:
-            graph = session.one(q.GRAPH_PROJECT, {"id": workflow_id})
-            taken = session.one(q.RUN_EXISTS, {"id": run_id}) is not None
+        graph = self.db.read(q.GRAPH_PROJECT, {"id": workflow_id}, fetch_one)
+        taken = self.db.read(q.RUN_EXISTS, {"id": run_id}, fetch_one) is not None
         if graph is None:
             raise IntegrityError(f"workflow_id: no graph {workflow_id!r}") from exc
         if project_id is not None and graph[0] != project_id:
@@ -315,10 +310,9 @@ class WorkflowStore:
         where, params = self._run_filters(project_id, status, workflow_id, updated_before)
         after_id = self._keyset(after, _RUN_PAGES, where, params)
         sql = _select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
-        with self.db.reading() as session:
-            rows = session.all(sql, params)
-            if not rows and after_id is not None:
-                _check_after(session, _RUN_PAGES, after_id)
+        rows = self.db.read(sql, params, fetch_all)
+        if not rows and after_id is not None:
+            self._check_after(_RUN_PAGES, after_id)
         build = self._run
         return [build(row) for row in rows]
 
@@ -333,8 +327,7 @@ class WorkflowStore:
         """How many runs :meth:`list_runs` would return with the same filters."""
         where, params = self._run_filters(project_id, status, workflow_id, updated_before)
         sql = _select(q.COUNT_RUNS, where, "", None, params)
-        with self.db.reading() as session:
-            row = session.one(sql, params)
+        row = self.db.read(sql, params, fetch_one)
         return int(row[0]) if row else 0
 
     def update_run_status(
@@ -373,8 +366,7 @@ class WorkflowStore:
             "expected_status": expected.value if expected is not None else None,
         }
         sql = q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF
-        with self.db.writing(single_statement=True) as session:
-            row = session.one(sql, params)
+        row = self.db.write(sql, params, fetch_one)
         if row is not None:
             return self._run(row)
         if expected is None:
@@ -404,8 +396,7 @@ class WorkflowStore:
         sql = q.PRUNE_RUNS_ANY_PROJECT if project_id is None else q.PRUNE_RUNS_OF_PROJECT
         pruned = 0
         while True:
-            with self.db.writing(single_statement=True) as session:
-                deleted = session.run(sql, params)
+            deleted = self.db.write(sql, params, fetch_rowcount)
             pruned += deleted
             if deleted < batch_size:
                 return pruned
@@ -499,8 +490,7 @@ class WorkflowStore:
     def _write_node_state(self, sql: SQL, params: dict[str, Any]) -> WorkflowNodeState | None:
         """Run a node-state upsert; None if it returned no row."""
         try:
-            with self.db.writing(single_statement=True) as session:
-                row = session.one(sql, params)
+            row = self.db.write(sql, params, fetch_one)
         except IntegrityError as exc:
             if self.get_run(params["run_id"]) is None:
                 raise IntegrityError(f"run_id: no run {params['run_id']!r}") from exc
@@ -513,8 +503,7 @@ class WorkflowStore:
 
     def list_node_states(self, run_id: str) -> list[WorkflowNodeState]:
         """A run's node states in the order of its graph version's nodes, then others by id."""
-        with self.db.reading() as session:
-            rows = session.all(q.LIST_NODE_STATES, {"run_id": run_id})
+        rows = self.db.read(q.LIST_NODE_STATES, {"run_id": run_id}, fetch_all)
         build = self._node_state
         return [build(row) for row in rows]
 
@@ -527,13 +516,18 @@ class WorkflowStore:
         return None if value is None else self.db.encode_json(self._json.encode(field, value))
 
     def _get(self, sql: str, params: Mapping[str, Any], build: Callable[[Row], Record]) -> Record | None:
-        with self.db.reading() as session:
-            row = session.one(sql, params)
+        row = self.db.read(sql, params, fetch_one)
         return None if row is None else build(row)
 
     def _exists(self, sql: str, key: str) -> bool:
-        with self.db.reading() as session:
-            return session.one(sql, {"id": key}) is not None
+        return self.db.read(sql, {"id": key}, fetch_one) is not None
+
+    def _check_after(self, pages: _Pages, after_id: str) -> None:
+        """An empty page after an id: make sure the id exists (an unknown one is a mistake)."""
+        if not self._exists(pages.exists_sql, after_id):
+            raise ValidationError(
+                f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
+            )
 
     def _keyset(self, after: Any, pages: _Pages, where: list[str], params: dict[str, Any]) -> str | None:
         """Add the keyset condition for ``after``; return the id to check if the page is empty."""
@@ -597,9 +591,9 @@ class WorkflowStore:
             row[1], row[2], _loads(row[4]), row[3], row[0], row[5], time(row[6]), time(row[7])
         )
 
-    def _run(self, row: Row) -> WorkflowRun:
+    def _run_values(self, row: Row) -> tuple[Any, ...]:
         time = self._time
-        return _build_run(
+        return (
             row[0],
             row[1],
             row[2],
@@ -613,9 +607,9 @@ class WorkflowStore:
             time(row[10]),
         )
 
-    def _node_state(self, row: Row) -> WorkflowNodeState:
+    def _node_state_values(self, row: Row) -> tuple[Any, ...]:
         time = self._time
-        return _build_node_state(
+        return (
             row[0],
             row[1],
             _NODE_STATUS[row[2]],
@@ -640,14 +634,6 @@ class _Pages:
 
 _GRAPH_PAGES = _Pages(WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, q.GRAPH_EXISTS)
 _RUN_PAGES = _Pages(WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, q.RUN_EXISTS)
-
-
-def _check_after(session: Session, pages: _Pages, after_id: str) -> None:
-    """An empty page after an id: make sure the id exists (an unknown one is a mistake)."""
-    if session.one(pages.exists_sql, {"id": after_id}) is None:
-        raise ValidationError(
-            f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
-        )
 
 
 def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:

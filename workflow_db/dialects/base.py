@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
+
+from ..errors import WorkflowDBError
 
 Params = Mapping[str, Any] | Sequence[Any]
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,24 @@ class DialectSQL:
 
 
 SQL = str | DialectSQL
+
+
+def fetch_all(cursor: Any) -> list[Row]:
+    """Every row of an executed cursor."""
+    return cursor.fetchall()  # type: ignore[no-any-return]
+
+
+def fetch_one(cursor: Any) -> Row | None:
+    """The first row of an executed cursor, or None."""
+    return cursor.fetchone()  # type: ignore[no-any-return]
+
+
+def fetch_rowcount(cursor: Any) -> int:
+    """How many rows an executed statement changed."""
+    return cursor.rowcount  # type: ignore[no-any-return]
+
+
+Fetch = Callable[[Any], T]
 
 
 class Session(ABC):
@@ -43,32 +64,30 @@ class Session(ABC):
         self.connection = connection
         self._savepoints = 0
 
+    def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run ``sql`` and return ``fetch(cursor)``; driver errors come out translated."""
+        database = self.database
+        try:
+            return fetch(self.connection.execute(database.prepare(sql), params))
+        except database.driver_errors as exc:
+            raise database.translate(exc) from exc
+
     def all(self, sql: SQL, params: Params = ()) -> list[Row]:
         """Run ``sql`` and return every row."""
-        with self.database.translated_errors():
-            return self._cursor(sql, params).fetchall()  # type: ignore[no-any-return]
+        return self.execute(sql, params, fetch_all)
 
     def one(self, sql: SQL, params: Params = ()) -> Row | None:
         """Run ``sql`` and return its first row, or None."""
-        with self.database.translated_errors():
-            return self._cursor(sql, params).fetchone()  # type: ignore[no-any-return]
+        return self.execute(sql, params, fetch_one)
 
     def run(self, sql: SQL, params: Params = ()) -> int:
         """Run ``sql`` and return the number of rows it changed."""
-        with self.database.translated_errors():
-            return self._cursor(sql, params).rowcount  # type: ignore[no-any-return]
-
-    def many(self, sql: SQL, rows: Sequence[Params]) -> None:
-        """Run ``sql`` once for every parameter set in ``rows``."""
-        if not rows:
-            return
-        with self.database.translated_errors():
-            self._executemany(self.database.prepare(sql), rows)
+        return self.execute(sql, params, fetch_rowcount)
 
     def script(self, statement: str) -> None:
         """Run one statement of a migration file verbatim (no placeholders)."""
         with self.database.translated_errors():
-            self._execute_verbatim(statement)
+            self.connection.execute(statement)
 
     @contextmanager
     def savepoint(self) -> Iterator[Self]:
@@ -91,21 +110,15 @@ class Session(ABC):
     def transaction(self) -> AbstractContextManager[Self]:
         """A top-level write transaction: committed on success, rolled back on error."""
 
-    def _cursor(self, sql: SQL, params: Params) -> Any:
-        return self.connection.execute(self.database.prepare(sql), params)
-
-    def _executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        self.connection.executemany(sql, rows)
-
-    def _execute_verbatim(self, statement: str) -> None:
-        self.connection.execute(statement)
-
 
 class Database(ABC):
     """A connected database: the object :func:`workflow_db.connect` returns."""
 
     dialect: ClassVar[str]
     """``"sqlite"`` or ``"postgresql"``."""
+
+    driver_errors: tuple[type[BaseException], ...]
+    """The driver's exceptions, which :meth:`translate` turns into workflow_db.errors."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -129,7 +142,24 @@ class Database(ABC):
     ) -> None:
         self.close()
 
-    # -- units of work ----------------------------------------------------------
+    # -- one statement: the store's hot paths ------------------------------------
+
+    def read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run one reading statement (inside a transaction: in it)."""
+        session: Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            return session.execute(sql, params, fetch)
+        return self._read(sql, params, fetch)
+
+    def write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run one writing statement atomically (inside a transaction: as a savepoint of it)."""
+        session: Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            with session.savepoint():
+                return session.execute(sql, params, fetch)
+        return self._write(sql, params, fetch)
+
+    # -- units of several statements ----------------------------------------------
 
     @property
     def in_transaction(self) -> bool:
@@ -147,18 +177,14 @@ class Database(ABC):
             yield session
 
     @contextmanager
-    def writing(self, *, single_statement: bool = False) -> Iterator[Session]:
-        """An atomic unit of work; inside another one it joins it as a savepoint.
-
-        ``single_statement=True`` promises that the unit runs one statement,
-        which a database may then run without an explicit transaction.
-        """
+    def writing(self) -> Iterator[Session]:
+        """An atomic unit of work; inside another one it joins it as a savepoint."""
         current: Session | None = getattr(self._local, "session", None)
         if current is not None:
             with current.savepoint():
                 yield current
             return
-        with self._write_session(single_statement) as session:
+        with self._write_session() as session:
             self._local.session = session
             try:
                 yield session
@@ -174,6 +200,14 @@ class Database(ABC):
             converted = self._prepared[sql] = self._convert(text)
             return converted
 
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        """Translate driver exceptions raised inside into workflow_db.errors."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise self.translate(exc) from exc
+
     # -- what each dialect provides ------------------------------------------------
 
     @abstractmethod
@@ -181,11 +215,19 @@ class Database(ABC):
         """Convert ``:name`` placeholders to the driver's style."""
 
     @abstractmethod
+    def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One reading statement outside any transaction."""
+
+    @abstractmethod
+    def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One writing statement, atomic on its own, outside any transaction."""
+
+    @abstractmethod
     def _read_session(self) -> AbstractContextManager[Session]:
         """A session for reads outside any transaction."""
 
     @abstractmethod
-    def _write_session(self, single_statement: bool) -> AbstractContextManager[Session]:
+    def _write_session(self) -> AbstractContextManager[Session]:
         """A session inside a new top-level write transaction."""
 
     @abstractmethod
@@ -193,8 +235,8 @@ class Database(ABC):
         """A session holding the migration lock, outside any transaction."""
 
     @abstractmethod
-    def translated_errors(self) -> AbstractContextManager[None]:
-        """Translate driver exceptions raised inside into workflow_db.errors."""
+    def translate(self, exc: BaseException) -> WorkflowDBError:
+        """The workflow_db error for a driver exception (one of ``driver_errors``)."""
 
     @abstractmethod
     def encode_time(self, value: datetime) -> Any:

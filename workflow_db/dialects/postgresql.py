@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
-from .base import Database, Session
+from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class PostgresDatabase(Database):
     """A PostgreSQL server reached through a connection pool."""
 
     dialect: ClassVar[str] = "postgresql"
+    driver_errors = (psycopg.Error, psycopg_pool.PoolTimeout)
     migrations_table_sql: ClassVar[str] = """
         CREATE TABLE IF NOT EXISTS workflow_db_migrations (
             version integer PRIMARY KEY,
@@ -112,9 +114,8 @@ class PostgresDatabase(Database):
             max_size=max_size,
             timeout=timeout,
             open=False,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._check,
             configure=self._configure,
-            reset=self._reset,
             kwargs=self._connect_kwargs,
             name="workflow_db",
         )
@@ -129,22 +130,41 @@ class PostgresDatabase(Database):
     # -- connections -------------------------------------------------------------
 
     @staticmethod
+    def _check(connection: psycopg.Connection[Any]) -> None:
+        """Check a pooled connection before lending it, without a round trip when idle and quiet.
+
+        An idle connection's socket has nothing to read unless the server spoke:
+        a terminated backend or a shutting-down server sends an error and closes
+        it. Only then does it pay ``check_connection``'s round trip, which raises
+        (and the pool replaces the connection) if it is broken.
+        """
+        if connection.closed or select.select([connection.fileno()], [], [], 0)[0]:
+            psycopg_pool.ConnectionPool.check_connection(connection)
+
+    @staticmethod
     def _configure(connection: psycopg.Connection[Any]) -> None:
         # Hand jsonb to the store as text: it decodes JSON the same way on both dialects.
         connection.adapters.register_loader("jsonb", TextLoader)
         connection.adapters.register_loader("json", TextLoader)
 
-    def _reset(self, connection: psycopg.Connection[Any]) -> None:
-        # The pool has already rolled back an open transaction; restore what a
-        # borrower may have switched on the client side (costs no round trip).
-        if not connection.autocommit:
-            connection.autocommit = True
-        connection.prepare_threshold = self._connect_kwargs["prepare_threshold"]
-
     @contextmanager
     def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
         with self.translated_errors(), self._pool.connection(timeout=self.timeout) as connection:
             yield connection
+
+    def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        # The hot path: getconn/putconn directly (no context managers), one round trip.
+        try:
+            connection = self._pool.getconn(timeout=self.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self.translate(exc) from exc
+        try:
+            return PostgresSession(self, connection).execute(sql, params, fetch)
+        finally:
+            self._pool.putconn(connection)
+
+    # Autocommit: one statement is its own transaction, one round trip.
+    _write = _read
 
     @contextmanager
     def _read_session(self) -> Iterator[Session]:
@@ -152,14 +172,9 @@ class PostgresDatabase(Database):
             yield PostgresSession(self, connection)
 
     @contextmanager
-    def _write_session(self, single_statement: bool) -> Iterator[Session]:
-        with self._borrow() as connection:
-            session = PostgresSession(self, connection)
-            if single_statement:
-                yield session  # autocommit: the statement is its own transaction
-            else:
-                with session.transaction():
-                    yield session
+    def _write_session(self) -> Iterator[Session]:
+        with self._borrow() as connection, PostgresSession(self, connection).transaction() as session:
+            yield session
 
     @contextmanager
     def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
@@ -219,20 +234,15 @@ class PostgresDatabase(Database):
             message = message.replace(self._password, "***")
         return message.strip()
 
-    @contextmanager
-    def translated_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.IntegrityError as exc:
-            raise IntegrityError(f"PostgreSQL refused the write: {self._scrub(str(exc))}") from exc
-        except psycopg_pool.PoolTimeout as exc:
-            raise DatabaseUnavailableError(
+    def translate(self, exc: BaseException) -> WorkflowDBError:
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            return DatabaseUnavailableError(
                 f"no connection to PostgreSQL at {self.display_url} within {self.timeout:g} s: "
                 f"the server is unreachable or all {self._pool.max_size} pooled connections are busy"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"PostgreSQL at {self.display_url}: {self._scrub(str(exc))}"
-            ) from exc
-        except psycopg.Error as exc:
-            raise WorkflowDBError(f"PostgreSQL: {self._scrub(str(exc))}") from exc
+            )
+        message = self._scrub(str(exc))
+        if isinstance(exc, psycopg.IntegrityError):
+            return IntegrityError(f"PostgreSQL refused the write: {message}")
+        if isinstance(exc, psycopg.OperationalError):
+            return DatabaseUnavailableError(f"PostgreSQL at {self.display_url}: {message}")
+        return WorkflowDBError(f"PostgreSQL: {message}")

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
 from ..errors import DatabaseUnavailableError, IntegrityError, WorkflowDBError
-from .base import Database, Session
+from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SQLiteDatabase(Database):
     """A SQLite database file (or a private in-memory database)."""
 
     dialect: ClassVar[str] = "sqlite"
+    driver_errors = (sqlite3.Error,)
     migrations_table_sql: ClassVar[str] = """
         CREATE TABLE IF NOT EXISTS workflow_db_migrations (
             version INTEGER PRIMARY KEY,
@@ -83,7 +84,6 @@ class SQLiteDatabase(Database):
         self._in_memory = path == ":memory:"
         self._target = f"file:/workflow_db-{uuid.uuid4().hex}?vfs=memdb" if self._in_memory else path
         self._writer_lock = threading.RLock()
-        self._readers_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._closed = False
         self._writer = self._open(reader=False)
@@ -119,27 +119,43 @@ class SQLiteDatabase(Database):
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    with self.translated_errors():
-                        raise
+                    raise self.translate(exc) from exc
                 time.sleep(0.01)
+
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._idle_readers.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            return self._open(reader=True)
+
+    def _return_reader(self, connection: sqlite3.Connection) -> None:
+        self._idle_readers.append(connection)
+        if self._closed:
+            self._close_readers()
+
+    def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        connection = self._take_reader()
+        try:
+            return SQLiteSession(self, connection).execute(sql, params, fetch)
+        finally:
+            self._return_reader(connection)
+
+    def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        # One statement in autocommit mode is atomic, and SQLite takes the write
+        # lock when the statement starts (as BEGIN IMMEDIATE would).
+        with self._writer_lock:
+            return SQLiteSession(self, self._writer).execute(sql, params, fetch)
 
     @contextmanager
     def _read_session(self) -> Iterator[Session]:
-        with self._readers_lock:
-            connection = self._idle_readers.pop() if self._idle_readers else None
-        if connection is None:
-            connection = self._open(reader=True)
+        connection = self._take_reader()
         try:
             yield SQLiteSession(self, connection)
         finally:
-            with self._readers_lock:
-                if self._closed:
-                    connection.close()
-                else:
-                    self._idle_readers.append(connection)
+            self._return_reader(connection)
 
     @contextmanager
-    def _write_session(self, single_statement: bool) -> Iterator[Session]:
+    def _write_session(self) -> Iterator[Session]:
         with self._writer_lock, SQLiteSession(self, self._writer).transaction() as session:
             yield session
 
@@ -150,13 +166,17 @@ class SQLiteDatabase(Database):
             yield SQLiteSession(self, self._writer)
 
     def _close(self) -> None:
-        with self._readers_lock:
-            self._closed = True
-            readers, self._idle_readers = self._idle_readers, []
-        for connection in readers:
-            connection.close()
+        self._closed = True
+        self._close_readers()
         with self._writer_lock:
             self._writer.close()
+
+    def _close_readers(self) -> None:
+        while True:
+            try:
+                self._idle_readers.pop().close()
+            except IndexError:
+                return
 
     # -- types, SQL and errors ----------------------------------------------------
 
@@ -182,21 +202,16 @@ class SQLiteDatabase(Database):
         statements.append(text[start:])
         return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
 
-    @contextmanager
-    def translated_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.IntegrityError as exc:
-            raise IntegrityError(f"sqlite refused the write: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            message = str(exc)
+    def translate(self, exc: BaseException) -> WorkflowDBError:
+        message = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError):
+            return IntegrityError(f"sqlite refused the write: {message}")
+        if isinstance(exc, sqlite3.OperationalError):
             if "locked" in message or "busy" in message:
-                raise DatabaseUnavailableError(
+                return DatabaseUnavailableError(
                     f"sqlite database {self.path!r} is locked: another connection held it "
                     f"past the busy timeout of {self.timeout:g} s"
-                ) from exc
+                )
             if "unable to open" in message or "disk" in message:
-                raise DatabaseUnavailableError(f"sqlite database {self.path!r}: {message}") from exc
-            raise WorkflowDBError(f"sqlite: {message}") from exc
-        except sqlite3.Error as exc:
-            raise WorkflowDBError(f"sqlite: {exc}") from exc
+                return DatabaseUnavailableError(f"sqlite database {self.path!r}: {message}")
+        return WorkflowDBError(f"sqlite: {message}")

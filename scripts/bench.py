@@ -1,0 +1,277 @@
+"""Benchmark workflow_db against SPEC.md section 7 and against the bare driver.
+
+    python scripts/bench.py --url sqlite:////tmp/bench.db
+    python scripts/bench.py --url postgresql://user@host/bench [--runs 10000] [--scale 1000000]
+
+The database must be empty (it is migrated here). The script loads SPEC.md's
+data set (``--runs`` runs over 100 projects, 10 nodes each) through the store,
+times every call (median and p95 in ms), times the bare driver running the
+same SQL and fetching plain tuples, then bulk-loads the scale set (``--scale``
+runs) and times the same pages again. It prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from workflow_db import Database, WorkflowGraph, WorkflowStore, connect
+from workflow_db import queries as q
+from workflow_db.migrate import upgrade
+
+PROJECTS = 100
+NODES_PER_GRAPH = 10
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+PAGE = 50
+
+
+def progress(message: str) -> None:
+    """Show what the benchmark is doing (stderr, so the table stays clean)."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median and p95 of ``repeat`` calls, in milliseconds (after one warm-up call)."""
+    call()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+
+
+class BareDriver:
+    """The same SQL on a plain driver connection, fetching plain tuples."""
+
+    def __init__(self, db: Database, url: str) -> None:
+        self.db = db
+        if db.dialect == "sqlite":
+            self.connection: Any = sqlite3.connect(url.partition(":///")[2], check_same_thread=False)
+        else:
+            import psycopg
+
+            self.connection = psycopg.connect(url, autocommit=True)
+
+    def fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run ``sql`` (with ``:name`` placeholders) and fetch every row."""
+        return list(self.connection.execute(self.db.prepare(sql), params).fetchall())
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
+class Report:
+    """Collects result rows and prints them as a Markdown table."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, name: str, store: tuple[float, float], bare: tuple[float, float] | None = None) -> None:
+        """One timed operation, optionally with the bare driver's time and the ratio."""
+        ratio = f"{store[0] / bare[0]:.2f}" if bare else ""
+        bare_text = f"{bare[0]:.3f} / {bare[1]:.3f}" if bare else ""
+        self.rows.append((name, f"{store[0]:.3f} / {store[1]:.3f}", bare_text, ratio))
+        progress(f"{name}: {store[0]:.3f} ms" + (f" (bare {bare[0]:.3f} ms)" if bare else ""))
+
+    def note(self, name: str, value: str) -> None:
+        """A result that is not a latency."""
+        self.rows.append((name, value, "", ""))
+        progress(f"{name}: {value}")
+
+    def print(self, header: str) -> None:
+        """Print the table."""
+        print(header)
+        print()
+        print("| operation | store median / p95 (ms) | bare driver median / p95 (ms) | store / bare |")
+        print("|---|---|---|---|")
+        for row in self.rows:
+            print("| " + " | ".join(row) + " |")
+
+
+def load_spec_data(store: WorkflowStore, runs: int) -> list[WorkflowGraph]:
+    """``runs`` runs over 100 projects, one 10-node graph per project, statuses mixed."""
+    graphs = []
+    nodes = [{"id": f"n{index}"} for index in range(NODES_PER_GRAPH)]
+    for project in range(PROJECTS):
+        store.ensure_project(f"proj_{project}")
+        graphs.append(store.create_graph(WorkflowGraph(f"proj_{project}", "bench", {"nodes": nodes})))
+    for index in range(runs):
+        store.create_run(graphs[index % PROJECTS].id, {"index": index}, status=STATUSES[index % 5])
+        if (index + 1) % 2000 == 0:
+            progress(f"loaded {index + 1} of {runs} runs through the store")
+    return graphs
+
+
+def bulk_load_runs(db: Database, url: str, graphs: list[WorkflowGraph], count: int) -> None:
+    """Add ``count`` runs of node-less graphs (one per project) fast, in big transactions."""
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    batch = 50_000
+    for first in range(0, count, batch):
+        rows = [
+            (
+                f"scale-{index:08d}",
+                f"proj_{index % PROJECTS}",
+                graphs[index % PROJECTS].id,
+                1,
+                STATUSES[index % 5],
+                '{"i": 1}',
+                start + timedelta(seconds=index),
+                start + timedelta(seconds=index),
+            )
+            for index in range(first, min(first + batch, count))
+        ]
+        _insert_rows(db, url, rows)
+        progress(f"bulk-loaded {first + len(rows)} of {count} runs")
+
+
+def _insert_rows(db: Database, url: str, rows: list[tuple[Any, ...]]) -> None:
+    columns = "id, project_id, workflow_id, workflow_version, status, input_json, started_at, updated_at"
+    if db.dialect == "sqlite":
+        connection = sqlite3.connect(url.partition(":///")[2])
+        with connection:
+            connection.executemany(
+                f"INSERT INTO workflow_runs ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:6], db.encode_time(row[6]), db.encode_time(row[7])) for row in rows],
+            )
+        connection.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url) as connection, connection.cursor() as cursor:
+        with cursor.copy(f"COPY workflow_runs ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def analyse(db: Database) -> None:
+    """Refresh the planner's statistics before measuring."""
+    with db.writing() as session:
+        session.script("ANALYZE")
+
+
+def measure_pages(report: Report, store: WorkflowStore, bare: BareDriver, label: str, repeat: int, workflow_id: str) -> None:
+    """One page of 50 by project, by status and by workflow."""
+    filters = {
+        "project": ({"project_id": "proj_7"}, "project_id = :project_id"),
+        "status": ({"status": "running"}, "status = :status"),
+        "workflow": ({"workflow_id": workflow_id}, "workflow_id = :workflow_id"),
+    }
+    for name, (kwargs, where) in filters.items():
+        sql = f"{q.LIST_RUNS} WHERE {where}{q.RUN_ORDER} LIMIT :limit"
+        params = {**kwargs, "limit": PAGE}
+        report.add(
+            f"list_runs page of {PAGE} by {name} ({label})",
+            timed(lambda kw=kwargs: store.list_runs(**kw, limit=PAGE), repeat),
+            timed(lambda s=sql, p=params: bare.fetch(s, p), repeat),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="an EMPTY database to fill")
+    parser.add_argument("--runs", type=int, default=10_000, help="SPEC.md data set size (default 10000)")
+    parser.add_argument("--scale", type=int, default=1_000_000, help="runs in the scale set (0: skip)")
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
+    args = parser.parse_args(argv)
+
+    db = connect(args.url)
+    upgrade(db)
+    store = WorkflowStore(db)
+    if store.count_runs():
+        parser.error("the database already holds runs: give the benchmark an empty one")
+    bare = BareDriver(db, args.url)
+    report = Report()
+    repeat = args.repeat
+
+    progress(f"loading {args.runs} runs over {PROJECTS} projects")
+    graphs = load_spec_data(store, args.runs)
+    analyse(db)
+
+    all_runs_sql = f"{q.LIST_RUNS}{q.RUN_ORDER}"
+    report.add(f"list_runs() all {args.runs}", timed(store.list_runs, max(5, repeat // 5)),
+               timed(lambda: bare.fetch(all_runs_sql, {}), max(5, repeat // 5)))
+    project_sql = f"{q.LIST_RUNS} WHERE project_id = :project_id{q.RUN_ORDER}"
+    report.add("list_runs(project_id) of 100 projects", timed(lambda: store.list_runs("proj_3"), repeat),
+               timed(lambda: bare.fetch(project_sql, {"project_id": "proj_3"}), repeat))
+    measure_pages(report, store, bare, f"{args.runs // 1000}k runs", repeat, graphs[7].id)
+    count_sql = f"{q.COUNT_RUNS} WHERE project_id = :project_id"
+    report.add("count_runs(project_id)", timed(lambda: store.count_runs("proj_3"), repeat),
+               timed(lambda: bare.fetch(count_sql, {"project_id": "proj_3"}), repeat))
+    some_run = store.list_runs(limit=1)[0]
+    report.add("get_run", timed(lambda: store.get_run(some_run.id), repeat * 4),
+               timed(lambda: bare.fetch(q.GET_RUN, {"id": some_run.id}), repeat * 4))
+
+    big_graph = store.create_graph(
+        WorkflowGraph("proj_0", "wide", {"nodes": [{"id": f"node-{i:03d}"} for i in range(100)]})
+    )
+    wide_run = store.create_run(big_graph.id)
+    for index in range(100):
+        store.set_node_state(wide_run.id, f"node-{index:03d}", progress=0.5, messages=["started"])
+    report.add("list_node_states (100 nodes)", timed(lambda: store.list_node_states(wide_run.id), repeat),
+               timed(lambda: bare.fetch(q.LIST_NODE_STATES, {"run_id": wide_run.id}), repeat))
+
+    writes = repeat * 4
+    report.add("create_run (10 nodes)", timed(lambda: store.create_run(graphs[1].id, {"x": 1}), writes))
+    node_cycle = iter(range(10**9))
+    report.add("set_node_state", timed(
+        lambda: store.set_node_state(wide_run.id, f"node-{next(node_cycle) % 100:03d}", progress=0.7), writes))
+    report.add("update_run_status", timed(
+        lambda: store.update_run_status(some_run.id, "running", last_message="tick"), writes))
+    report.add("append_node_message", timed(
+        lambda: store.append_node_message(wide_run.id, "node-000", "line"), writes))
+
+    per_thread = 10
+    threads = [threading.Thread(target=lambda: [store.create_run(graphs[2].id) for _ in range(per_thread)])
+               for _ in range(100)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    report.note("100 threads x 10 create_run", f"{100 * per_thread / elapsed:,.0f} runs/s")
+
+    tracemalloc.start()
+    store.list_runs()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    report.note(f"peak memory of list_runs() over {store.count_runs()} runs", f"{peak / 2**20:.1f} MiB")
+
+    if args.scale:
+        scale_graphs = [
+            store.create_graph(WorkflowGraph(f"proj_{project}", "scale", {"nodes": []}))
+            for project in range(PROJECTS)
+        ]
+        progress(f"bulk-loading the scale set: {args.scale} runs")
+        bulk_load_runs(db, args.url, scale_graphs, args.scale)
+        analyse(db)
+        label = f"{store.count_runs() // 1000}k runs"
+        measure_pages(report, store, bare, label, repeat, scale_graphs[7].id)
+
+    bare.close()
+    db.close()
+    header = (
+        f"workflow_db benchmark on {db.dialect}: {platform.node()}, {platform.machine()}, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{sqlite3.sqlite_version if db.dialect == 'sqlite' else 'PostgreSQL'}"
+    )
+    report.print(header)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
