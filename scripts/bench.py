@@ -13,6 +13,9 @@ runs) and times the same pages again. It prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
+import os
 import platform
 import sqlite3
 import statistics
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from workflow_db import Database, WorkflowGraph, WorkflowStore, connect
+from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
 from workflow_db.migrate import upgrade
 
@@ -140,20 +143,20 @@ def bulk_load_runs(db: Database, url: str, graphs: list[WorkflowGraph], count: i
 def _insert_rows(db: Database, url: str, rows: list[tuple[Any, ...]]) -> None:
     columns = "id, project_id, workflow_id, workflow_version, status, input_json, started_at, updated_at"
     if db.dialect == "sqlite":
-        connection = sqlite3.connect(url.partition(":///")[2])
-        with connection:
-            connection.executemany(
+        lite = sqlite3.connect(url.partition(":///")[2])
+        with lite:
+            lite.executemany(
                 f"INSERT INTO workflow_runs ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*row[:6], db.encode_time(row[6]), db.encode_time(row[7])) for row in rows],
             )
-        connection.close()
+        lite.close()
         return
     import psycopg
 
-    with psycopg.connect(url) as connection, connection.cursor() as cursor:
-        with cursor.copy(f"COPY workflow_runs ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    connection = psycopg.connect(url)
+    with connection, connection.cursor().copy(f"COPY workflow_runs ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def analyse(db: Database) -> None:
@@ -162,21 +165,151 @@ def analyse(db: Database) -> None:
         session.script("ANALYZE")
 
 
-def measure_pages(report: Report, store: WorkflowStore, bare: BareDriver, label: str, repeat: int, workflow_id: str) -> None:
+def measure_pages(report: Report, bench: Bench, label: str, workflow_id: str) -> None:
     """One page of 50 by project, by status and by workflow."""
-    filters = {
+    filters: dict[str, tuple[dict[str, Any], str]] = {
         "project": ({"project_id": "proj_7"}, "project_id = :project_id"),
         "status": ({"status": "running"}, "status = :status"),
         "workflow": ({"workflow_id": workflow_id}, "workflow_id = :workflow_id"),
     }
     for name, (kwargs, where) in filters.items():
         sql = f"{q.LIST_RUNS} WHERE {where}{q.RUN_ORDER} LIMIT :limit"
-        params = {**kwargs, "limit": PAGE}
-        report.add(
-            f"list_runs page of {PAGE} by {name} ({label})",
-            timed(lambda kw=kwargs: store.list_runs(**kw, limit=PAGE), repeat),
-            timed(lambda s=sql, p=params: bare.fetch(s, p), repeat),
+        page = functools.partial(bench.store.list_runs, **kwargs, limit=PAGE)
+        bench.compare(
+            report, f"list_runs page of {PAGE} by {name} ({label})", page, sql, {**kwargs, "limit": PAGE}
         )
+
+
+class Bench:
+    """The store under test, its bare-driver twin, and how many times to call each."""
+
+    def __init__(self, store: WorkflowStore, bare: BareDriver, repeat: int) -> None:
+        self.store = store
+        self.bare = bare
+        self.repeat = repeat
+
+    def compare(  # noqa: PLR0917 - a row of the report: name, call, and the bare SQL
+        self,
+        report: Report,
+        name: str,
+        call: Callable[[], object],
+        sql: str,
+        params: dict[str, Any],
+        repeat: int | None = None,
+    ) -> None:
+        """Time a store read and the bare driver running the same SQL."""
+        times = repeat or self.repeat
+        report.add(name, timed(call, times), timed(lambda: self.bare.fetch(sql, params), times))
+
+    def write(self, report: Report, name: str, call: Callable[[], object]) -> None:
+        """Time a store write."""
+        report.add(name, timed(call, self.repeat * 4))
+
+
+def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], runs: int) -> WorkflowRun:
+    """SPEC.md section 7's reads, store against bare driver; returns a run to write to."""
+    store = bench.store
+    bench.compare(
+        report,
+        f"list_runs() all {runs}",
+        store.list_runs,
+        f"{q.LIST_RUNS}{q.RUN_ORDER}",
+        {},
+        max(5, bench.repeat // 5),
+    )
+    by_project = {"project_id": "proj_3"}
+    bench.compare(
+        report,
+        "list_runs(project_id) of 100 projects",
+        lambda: store.list_runs("proj_3"),
+        f"{q.LIST_RUNS} WHERE project_id = :project_id{q.RUN_ORDER}",
+        by_project,
+    )
+    measure_pages(report, bench, f"{runs // 1000}k runs", graphs[7].id)
+    bench.compare(
+        report,
+        "count_runs(project_id)",
+        lambda: store.count_runs("proj_3"),
+        f"{q.COUNT_RUNS} WHERE project_id = :project_id",
+        by_project,
+    )
+    some_run = store.list_runs(limit=1)[0]
+    bench.compare(
+        report,
+        "get_run",
+        lambda: store.get_run(some_run.id),
+        q.GET_RUN,
+        {"id": some_run.id},
+        bench.repeat * 4,
+    )
+    return some_run
+
+
+def measure_node_states(report: Report, bench: Bench) -> WorkflowRun:
+    """list_node_states of a 100-node run; returns that run."""
+    store = bench.store
+    wide = store.create_graph(
+        WorkflowGraph("proj_0", "wide", {"nodes": [{"id": f"node-{i:03d}"} for i in range(100)]})
+    )
+    run = store.create_run(wide.id)
+    for index in range(100):
+        store.set_node_state(run.id, f"node-{index:03d}", progress=0.5, messages=["started"])
+    bench.compare(
+        report,
+        "list_node_states (100 nodes)",
+        lambda: store.list_node_states(run.id),
+        q.LIST_NODE_STATES,
+        {"run_id": run.id},
+    )
+    return run
+
+
+def measure_writes(
+    report: Report, bench: Bench, graph: WorkflowGraph, run: WorkflowRun, wide: WorkflowRun
+) -> None:
+    """The hot writes, one call at a time, then 100 threads creating runs."""
+    store = bench.store
+    bench.write(report, "create_run (10 nodes)", lambda: store.create_run(graph.id, {"x": 1}))
+    nodes = itertools.cycle([f"node-{index:03d}" for index in range(100)])
+    bench.write(report, "set_node_state", lambda: store.set_node_state(wide.id, next(nodes), progress=0.7))
+    bench.write(
+        report, "update_run_status", lambda: store.update_run_status(run.id, "running", last_message="tick")
+    )
+    bench.write(report, "append_node_message", lambda: store.append_node_message(wide.id, "node-000", "line"))
+
+    def create_ten() -> None:
+        for _ in range(10):
+            store.create_run(graph.id)
+
+    threads = [threading.Thread(target=create_ten) for _ in range(100)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report.note("100 threads x 10 create_run", f"{1000 / (time.perf_counter() - started):,.0f} runs/s")
+
+
+def measure_memory(report: Report, store: WorkflowStore) -> None:
+    """Peak Python memory while listing every run."""
+    tracemalloc.start()
+    store.list_runs()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    report.note(f"peak memory of list_runs() over {store.count_runs()} runs", f"{peak / 2**20:.1f} MiB")
+
+
+def measure_scale(report: Report, bench: Bench, url: str, count: int) -> None:
+    """Bulk-load ``count`` more runs, then time the same pages again."""
+    store, db = bench.store, bench.store.db
+    scale_graphs = [
+        store.create_graph(WorkflowGraph(f"proj_{project}", "scale", {"nodes": []}))
+        for project in range(PROJECTS)
+    ]
+    progress(f"bulk-loading the scale set: {count} runs")
+    bulk_load_runs(db, url, scale_graphs, count)
+    analyse(db)
+    measure_pages(report, bench, f"{store.count_runs() // 1000}k runs", scale_graphs[7].id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,88 +321,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
     args = parser.parse_args(argv)
 
-    db = connect(args.url)
-    upgrade(db)
-    store = WorkflowStore(db)
-    if store.count_runs():
-        parser.error("the database already holds runs: give the benchmark an empty one")
-    bare = BareDriver(db, args.url)
-    report = Report()
-    repeat = args.repeat
-
-    progress(f"loading {args.runs} runs over {PROJECTS} projects")
-    graphs = load_spec_data(store, args.runs)
-    analyse(db)
-
-    all_runs_sql = f"{q.LIST_RUNS}{q.RUN_ORDER}"
-    report.add(f"list_runs() all {args.runs}", timed(store.list_runs, max(5, repeat // 5)),
-               timed(lambda: bare.fetch(all_runs_sql, {}), max(5, repeat // 5)))
-    project_sql = f"{q.LIST_RUNS} WHERE project_id = :project_id{q.RUN_ORDER}"
-    report.add("list_runs(project_id) of 100 projects", timed(lambda: store.list_runs("proj_3"), repeat),
-               timed(lambda: bare.fetch(project_sql, {"project_id": "proj_3"}), repeat))
-    measure_pages(report, store, bare, f"{args.runs // 1000}k runs", repeat, graphs[7].id)
-    count_sql = f"{q.COUNT_RUNS} WHERE project_id = :project_id"
-    report.add("count_runs(project_id)", timed(lambda: store.count_runs("proj_3"), repeat),
-               timed(lambda: bare.fetch(count_sql, {"project_id": "proj_3"}), repeat))
-    some_run = store.list_runs(limit=1)[0]
-    report.add("get_run", timed(lambda: store.get_run(some_run.id), repeat * 4),
-               timed(lambda: bare.fetch(q.GET_RUN, {"id": some_run.id}), repeat * 4))
-
-    big_graph = store.create_graph(
-        WorkflowGraph("proj_0", "wide", {"nodes": [{"id": f"node-{i:03d}"} for i in range(100)]})
-    )
-    wide_run = store.create_run(big_graph.id)
-    for index in range(100):
-        store.set_node_state(wide_run.id, f"node-{index:03d}", progress=0.5, messages=["started"])
-    report.add("list_node_states (100 nodes)", timed(lambda: store.list_node_states(wide_run.id), repeat),
-               timed(lambda: bare.fetch(q.LIST_NODE_STATES, {"run_id": wide_run.id}), repeat))
-
-    writes = repeat * 4
-    report.add("create_run (10 nodes)", timed(lambda: store.create_run(graphs[1].id, {"x": 1}), writes))
-    node_cycle = iter(range(10**9))
-    report.add("set_node_state", timed(
-        lambda: store.set_node_state(wide_run.id, f"node-{next(node_cycle) % 100:03d}", progress=0.7), writes))
-    report.add("update_run_status", timed(
-        lambda: store.update_run_status(some_run.id, "running", last_message="tick"), writes))
-    report.add("append_node_message", timed(
-        lambda: store.append_node_message(wide_run.id, "node-000", "line"), writes))
-
-    per_thread = 10
-    threads = [threading.Thread(target=lambda: [store.create_run(graphs[2].id) for _ in range(per_thread)])
-               for _ in range(100)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    report.note("100 threads x 10 create_run", f"{100 * per_thread / elapsed:,.0f} runs/s")
-
-    tracemalloc.start()
-    store.list_runs()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    report.note(f"peak memory of list_runs() over {store.count_runs()} runs", f"{peak / 2**20:.1f} MiB")
-
-    if args.scale:
-        scale_graphs = [
-            store.create_graph(WorkflowGraph(f"proj_{project}", "scale", {"nodes": []}))
-            for project in range(PROJECTS)
-        ]
-        progress(f"bulk-loading the scale set: {args.scale} runs")
-        bulk_load_runs(db, args.url, scale_graphs, args.scale)
+    with connect(args.url) as db:
+        upgrade(db)
+        store = WorkflowStore(db)
+        if store.count_runs():
+            parser.error("the database already holds runs: give the benchmark an empty one")
+        bare = BareDriver(db, args.url)
+        bench = Bench(store, bare, args.repeat)
+        report = Report()
+        progress(f"loading {args.runs} runs over {PROJECTS} projects")
+        graphs = load_spec_data(store, args.runs)
         analyse(db)
-        label = f"{store.count_runs() // 1000}k runs"
-        measure_pages(report, store, bare, label, repeat, scale_graphs[7].id)
-
-    bare.close()
-    db.close()
-    header = (
-        f"workflow_db benchmark on {db.dialect}: {platform.node()}, {platform.machine()}, "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{sqlite3.sqlite_version if db.dialect == 'sqlite' else 'PostgreSQL'}"
+        some_run = measure_reads(report, bench, graphs, args.runs)
+        wide_run = measure_node_states(report, bench)
+        measure_writes(report, bench, graphs[1], some_run, wide_run)
+        measure_memory(report, store)
+        if args.scale:
+            measure_scale(report, bench, args.url, args.scale)
+        bare.close()
+        dialect = db.dialect
+    version = sqlite3.sqlite_version if dialect == "sqlite" else "PostgreSQL"
+    report.print(
+        f"workflow_db benchmark on {dialect} ({version}): {platform.node()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     )
-    report.print(header)
     return 0
 
 
