@@ -175,3 +175,43 @@ GET_NODE_STATE = (
 LIST_NODE_STATES = (
     f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id ORDER BY position, node_id"
 )
+
+# -- the importer's bulk statements (run with executemany) ------------------------
+
+IMPORT_PROJECT = """
+    INSERT INTO projects (id, name, created_at) VALUES (:id, :id, :now)
+    ON CONFLICT (id) DO NOTHING"""
+
+IMPORT_GRAPH = """
+    INSERT INTO workflow_graphs
+        (id, project_id, name, description, graph_json, version, created_at, updated_at)
+    VALUES (:id, :project_id, :name, :description, :graph_json, 1, :created_at, :updated_at)"""
+
+_RUN_VALUES = """
+        project_id = :project_id, workflow_id = :workflow_id,
+        workflow_version = (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
+        status = :status, input_json = :input_json, output_json = :output_json,
+        started_at = :started_at, finished_at = :finished_at, last_message = :last_message,
+        updated_at = :updated_at"""
+IMPORT_RUN = f"""
+    INSERT INTO workflow_runs ({RUN_COLUMNS})
+    VALUES (:id, :project_id, :workflow_id,
+            (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
+            :status, :input_json, :output_json, :started_at, :finished_at, :last_message,
+            :updated_at)"""
+OVERWRITE_RUN = f"UPDATE workflow_runs SET {_RUN_VALUES} WHERE id = :id"
+
+# Over the PENDING state the run's trigger made, or a state stored before.
+IMPORT_NODE_STATE = f"""
+    INSERT INTO workflow_node_states AS ns
+        (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
+    VALUES (:run_id, :node_id, {OUTSIDE_GRAPH_POSITION}, :status, :progress, :messages_json,
+            :started_at, :completed_at, :error)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET
+        status = excluded.status, progress = excluded.progress,
+        messages_json = excluded.messages_json, started_at = excluded.started_at,
+        completed_at = excluded.completed_at, error = excluded.error"""
+
+STORED_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id IN ({{ids}})"
+STORED_RUNS = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id IN ({{ids}})"
+STORED_NODE_STATES = f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id IN ({{ids}})"

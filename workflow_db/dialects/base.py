@@ -84,6 +84,12 @@ class Session(ABC):
         """Run ``sql`` and return the number of rows it changed."""
         return self.execute(sql, params, fetch_rowcount)
 
+    def many(self, sql: SQL, rows: Sequence[Params]) -> None:
+        """Run ``sql`` once for every parameter set in ``rows`` (a bulk write)."""
+        if rows:
+            with self.database.translated_errors():
+                self.connection.cursor().executemany(self.database.prepare(sql), rows)
+
     def script(self, statement: str) -> None:
         """Run one statement of a migration file verbatim (no placeholders)."""
         with self.database.translated_errors():

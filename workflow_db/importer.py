@@ -1,0 +1,543 @@
+"""Move the old in-memory service's graphs, runs and node states into the database.
+
+    from workflow_db.importer import import_memory
+    report = import_memory(store, graphs=service.graphs, runs=service.runs,
+                           node_states=service.node_states)
+
+All of it is written in one transaction, or none of it. Running it again
+changes nothing; an id already stored with other values in the fields an item
+supplies is a ConflictError unless ``overwrite=True``. Writes are bulk
+statements (``executemany``), not a call per row.
+
+Command line (exit 0 success, 1 failure, 2 usage error)::
+
+    python -m workflow_db.importer [--url URL] [--dry-run] snapshot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import queries as q
+from .dialects import Session, connect
+from .errors import (
+    ConflictError,
+    IntegrityError,
+    ValidationError,
+    WorkflowDBError,
+)
+from .models import (
+    TERMINAL_RUN_STATUSES,
+    JsonCodec,
+    WorkflowNodeState,
+    WorkflowNodeStatus,
+    WorkflowRunStatus,
+    check_graph,
+    check_id,
+    check_messages,
+    check_progress,
+    check_text,
+    to_status,
+    utc_now,
+)
+from .store import WorkflowStore
+
+logger = logging.getLogger(__name__)
+
+_MISSING = object()
+_CHUNK = 500
+_PROGRESS_EVERY = 5000
+GRAPH_FIELDS = ("project_id", "name", "description", "graph", "created_at", "updated_at")
+RUN_FIELDS = (
+    "project_id", "workflow_id", "status", "input", "output",
+    "started_at", "finished_at", "last_message", "updated_at",
+)  # fmt: skip
+NODE_FIELDS = ("status", "progress", "messages", "started_at", "completed_at", "error")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """How many graphs, runs and node states were written and skipped (already stored alike)."""
+
+    graphs_written: int
+    graphs_skipped: int
+    runs_written: int
+    runs_skipped: int
+    node_states_written: int
+    node_states_skipped: int
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        """One line for logs and the command line."""
+        verb = "would write" if self.dry_run else "wrote"
+        return (
+            f"{verb} {self.graphs_written} graphs, {self.runs_written} runs, "
+            f"{self.node_states_written} node states; skipped {self.graphs_skipped} graphs, "
+            f"{self.runs_skipped} runs, {self.node_states_skipped} node states already stored"
+        )
+
+
+class _DryRun(Exception):
+    """Raised inside the import transaction to roll it back after a dry run."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__("dry run")
+        self.report = report
+
+
+def import_memory(
+    store: WorkflowStore,
+    graphs: Mapping[str, Any] | None = None,
+    runs: Mapping[str, Any] | None = None,
+    node_states: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    default_project_id: str = "default",
+    overwrite: bool = False,
+    dry_run: bool = False,
+) -> ImportReport:
+    """Import the three dictionaries of the old in-memory WorkflowService.
+
+    ``graphs``: graph id -> graph-like; ``runs``: run id -> run-like;
+    ``node_states``: run id -> node id -> state-like. An item is any object
+    with the fields of WorkflowGraph / WorkflowRun / WorkflowNodeState as
+    attributes or mapping keys. A graph without ``project_id`` goes to
+    ``default_project_id``, a run without one to its graph's; missing projects
+    are created. Naive datetimes are taken as UTC; absent ones are set to now.
+    ``dry_run=True`` checks everything and reports, then rolls back.
+    """
+    started = time.perf_counter()
+    codec = JsonCodec(store.max_json_bytes)
+    now = utc_now()
+    default_project = check_id("default_project_id", default_project_id)
+    new_graphs = _normalise_all(
+        graphs, "graphs", lambda key, item: _graph(key, item, codec, now, default_project)
+    )
+    new_runs = _normalise_all(runs, "runs", lambda key, item: _run(key, item, codec, now))
+    new_states = _normalise_states(node_states, codec)
+    logger.info("checked %d graphs, %d runs, %d node states", len(new_graphs), len(new_runs), len(new_states))
+    writer = _Writer(store, codec, overwrite)
+    try:
+        with store.db.writing() as session:
+            report = writer.write(session, new_graphs, new_runs, new_states, dry_run)
+            if dry_run:
+                raise _DryRun(report)
+    except _DryRun as rolled_back:
+        report = rolled_back.report
+    logger.info("%s in %.2f s", report.summary(), time.perf_counter() - started)
+    return report
+
+
+# -- reading items of any shape ----------------------------------------------------
+
+
+def _get(item: Any, name: str) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name, _MISSING)
+    return getattr(item, name, _MISSING)
+
+
+def _supplied(item: Any, name: str) -> bool:
+    value = _get(item, name)
+    return value is not _MISSING and value is not None
+
+
+def _time(field: str, value: Any, default: datetime | None) -> datetime | None:
+    if value is _MISSING or value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"{field}: {value!r} is not an ISO-8601 timestamp") from None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field}: expected a datetime or ISO-8601 text, got {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _own_id(key: Any, item: Any, field: str = "id") -> str:
+    checked = check_id("key", key)
+    own = _get(item, field)
+    if own not in (_MISSING, None) and own != checked:
+        raise ValidationError(f"{field}: {own!r} differs from its key {checked!r}")
+    return checked
+
+
+def _normalise_all(
+    items: Mapping[str, Any] | None, label: str, normalise: Callable[[str, Any], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    result = {}
+    for key, item in (items or {}).items():
+        try:
+            result[key] = normalise(key, item)
+        except ValidationError as exc:
+            raise ValidationError(f"{label}[{key!r}]: {exc}") from None
+    return result
+
+
+def _graph(key: str, item: Any, codec: JsonCodec, now: datetime, default_project: str) -> dict[str, Any]:
+    structure = check_graph(_get(item, "graph"))
+    project = _get(item, "project_id")
+    created_at = _time("created_at", _get(item, "created_at"), now)
+    return {
+        "id": _own_id(key, item),
+        "project_id": check_id("project_id", project) if project not in (_MISSING, None) else default_project,
+        "name": check_text("name", _get(item, "name")),
+        "description": check_text("description", _or_none(_get(item, "description")), optional=True),
+        "graph": structure,
+        "graph_json": codec.encode("graph", structure),
+        "created_at": created_at,
+        "updated_at": _time("updated_at", _get(item, "updated_at"), created_at),
+        "supplied": {name for name in GRAPH_FIELDS if _supplied(item, name)},
+    }
+
+
+def _run(key: str, item: Any, codec: JsonCodec, now: datetime) -> dict[str, Any]:
+    status = _get(item, "status")
+    run_status = (
+        WorkflowRunStatus.PENDING if status in (_MISSING, None) else to_status(WorkflowRunStatus, status)
+    )
+    project = _get(item, "project_id")
+    started_at = _time("started_at", _get(item, "started_at"), now)
+    finished_default = now if run_status in TERMINAL_RUN_STATUSES else None
+    run_input, output = _or_none(_get(item, "input")), _or_none(_get(item, "output"))
+    return {
+        "id": _own_id(key, item),
+        "project_id": check_id("project_id", project) if project not in (_MISSING, None) else None,
+        "workflow_id": check_id("workflow_id", _get(item, "workflow_id")),
+        "status": run_status,
+        "input": run_input,
+        "input_json": codec.encode_optional("input", run_input),
+        "output": output,
+        "output_json": codec.encode_optional("output", output),
+        "started_at": started_at,
+        "finished_at": _time("finished_at", _get(item, "finished_at"), finished_default),
+        "last_message": check_text("last_message", _or_none(_get(item, "last_message")), optional=True),
+        "updated_at": _time("updated_at", _get(item, "updated_at"), now),
+        "supplied": {name for name in RUN_FIELDS if _supplied(item, name)},
+    }
+
+
+def _normalise_states(
+    node_states: Mapping[str, Mapping[str, Any]] | None, codec: JsonCodec
+) -> dict[tuple[str, str], dict[str, Any]]:
+    result = {}
+    for run_id, states in (node_states or {}).items():
+        for node_id, item in states.items():
+            label = f"node_states[{run_id!r}][{node_id!r}]"
+            try:
+                if _get(item, "run_id") not in (_MISSING, None, run_id):
+                    raise ValidationError(f"run_id: {_get(item, 'run_id')!r} differs from its key {run_id!r}")
+                result[(run_id, node_id)] = _node_state(run_id, node_id, item, codec)
+            except ValidationError as exc:
+                raise ValidationError(f"{label}: {exc}") from None
+    return result
+
+
+def _node_state(run_id: str, node_id: str, item: Any, codec: JsonCodec) -> dict[str, Any]:
+    status = _get(item, "status")
+    progress = _get(item, "progress")
+    messages = _get(item, "messages")
+    checked_messages = [] if messages in (_MISSING, None) else check_messages(messages)
+    return {
+        "run_id": check_id("run_id", run_id),
+        "node_id": _own_id(node_id, item, "node_id"),
+        "status": (
+            WorkflowNodeStatus.PENDING
+            if status in (_MISSING, None)
+            else to_status(WorkflowNodeStatus, status)
+        ),
+        "progress": 0.0 if progress in (_MISSING, None) else check_progress(progress),
+        "messages": checked_messages,
+        "messages_json": codec.encode("messages", checked_messages),
+        "started_at": _time("started_at", _get(item, "started_at"), None),
+        "completed_at": _time("completed_at", _get(item, "completed_at"), None),
+        "error": check_text("error", _or_none(_get(item, "error")), optional=True),
+        "supplied": {name for name in NODE_FIELDS if _supplied(item, name)},
+    }
+
+
+def _or_none(value: Any) -> Any:
+    return None if value is _MISSING else value
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+class _Writer:
+    """Compares the import with what is stored and writes the difference in bulk."""
+
+    def __init__(self, store: WorkflowStore, codec: JsonCodec, overwrite: bool) -> None:
+        self.store = store
+        self.db = store.db
+        self.codec = codec
+        self.overwrite = overwrite
+
+    def write(
+        self,
+        session: Session,
+        graphs: dict[str, dict[str, Any]],
+        runs: dict[str, dict[str, Any]],
+        states: dict[tuple[str, str], dict[str, Any]],
+        dry_run: bool,
+    ) -> ImportReport:
+        stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, self.store._graph)}
+        projects = {g["project_id"] for g in graphs.values()}
+        graph_projects = {gid: g.project_id for gid, g in stored_graphs.items()}
+        graph_projects.update({gid: g["project_id"] for gid, g in graphs.items()})
+        for run_id, run in runs.items():
+            self._place_run(run_id, run, graph_projects)
+            projects.add(run["project_id"])
+        now = self.db.encode_time(utc_now())
+        session.many(q.IMPORT_PROJECT, [{"id": project, "now": now} for project in sorted(projects)])
+
+        new_graphs, changed_graphs = self._split(graphs, stored_graphs, "graphs", GRAPH_FIELDS)
+        session.many(q.IMPORT_GRAPH, [self._graph_params(g) for g in new_graphs])
+        for graph in changed_graphs:
+            self.store.update_graph(graph["id"], name=graph["name"], description=graph["description"],
+                                    graph=graph["graph"])  # fmt: skip
+        logger.info("graphs: %d new, %d overwritten", len(new_graphs), len(changed_graphs))
+
+        referenced = set(runs) | {run_id for run_id, _ in states}
+        stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, self.store._run)}
+        new_runs, changed_runs = self._split(runs, stored_runs, "runs", RUN_FIELDS)
+        for start in range(0, len(new_runs), _PROGRESS_EVERY):
+            session.many(
+                q.IMPORT_RUN, [self._run_params(r) for r in new_runs[start : start + _PROGRESS_EVERY]]
+            )
+            logger.info("runs: %d of %d written", min(start + _PROGRESS_EVERY, len(new_runs)), len(new_runs))
+        session.many(q.OVERWRITE_RUN, [self._run_params(r) for r in changed_runs])
+
+        known_runs = set(stored_runs) | set(runs)
+        for run_id, node_id in states:
+            if run_id not in known_runs:
+                raise IntegrityError(
+                    f"node_states[{run_id!r}][{node_id!r}]: run_id names no run in the import or the database"
+                )
+        stored_states = {
+            (s.run_id, s.node_id): s
+            for s in self._stored(
+                session, q.STORED_NODE_STATES, {r for r, _ in states}, self.store._node_state
+            )
+            if not _untouched(s)  # as create_run made it: the import's state simply replaces it
+        }
+        new_states, changed_states = self._split(states, stored_states, "node_states", NODE_FIELDS)
+        written_states = new_states + changed_states
+        skipped_states = len(states) - len(written_states)
+        for start in range(0, len(written_states), _PROGRESS_EVERY):
+            chunk = written_states[start : start + _PROGRESS_EVERY]
+            session.many(q.IMPORT_NODE_STATE, [self._state_params(s) for s in chunk])
+            logger.info("node states: %d of %d written", start + len(chunk), len(written_states))
+        return ImportReport(
+            graphs_written=len(new_graphs) + len(changed_graphs),
+            graphs_skipped=len(graphs) - len(new_graphs) - len(changed_graphs),
+            runs_written=len(new_runs) + len(changed_runs),
+            runs_skipped=len(runs) - len(new_runs) - len(changed_runs),
+            node_states_written=len(written_states),
+            node_states_skipped=skipped_states,
+            dry_run=dry_run,
+        )
+
+    @staticmethod
+    def _place_run(run_id: str, run: dict[str, Any], graph_projects: Mapping[str, str]) -> None:
+        graph_project = graph_projects.get(run["workflow_id"])
+        if graph_project is None:
+            raise IntegrityError(
+                f"runs[{run_id!r}]: workflow_id {run['workflow_id']!r} names no graph in the import "
+                "or the database"
+            )
+        if run["project_id"] is None:
+            run["project_id"] = graph_project
+        elif run["project_id"] != graph_project:
+            raise ValidationError(
+                f"runs[{run_id!r}]: project_id {run['project_id']!r} differs from the project "
+                f"{graph_project!r} of workflow {run['workflow_id']!r}"
+            )
+
+    def _stored(
+        self, session: Session, sql: str, ids: Iterable[str], decode: Callable[[Any], Any]
+    ) -> list[Any]:
+        keys = sorted(ids)
+        records = []
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            names = [f"id_{index}" for index in range(len(chunk))]
+            text = sql.format(ids=", ".join(f":{name}" for name in names))
+            records += [decode(row) for row in session.all(text, dict(zip(names, chunk, strict=True)))]
+        return records
+
+    def _split(
+        self,
+        items: Mapping[Any, dict[str, Any]],
+        stored: Mapping[Any, Any],
+        label: str,
+        fields: Sequence[str],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """New items, and stored ones that differ, merged over what is stored.
+
+        A stored item that differs in a supplied field is a ConflictError
+        unless overwriting; fields the item does not supply keep their stored value.
+        """
+        new, changed = [], []
+        for key, item in items.items():
+            current = stored.get(key)
+            if current is None:
+                new.append(item)
+                continue
+            different = [
+                name for name in fields if name in item["supplied"] and item[name] != getattr(current, name)
+            ]
+            if different and not self.overwrite:
+                raise ConflictError(
+                    f"{label}[{_label(key)}] is already stored with other values in {', '.join(different)}; "
+                    "pass overwrite=True to replace it"
+                )
+            if different:
+                changed.append(self._merged(item, current, fields))
+        return new, changed
+
+    def _merged(self, item: dict[str, Any], current: Any, fields: Sequence[str]) -> dict[str, Any]:
+        merged = dict(item)
+        for name in fields:
+            if name not in item["supplied"]:
+                merged[name] = getattr(current, name)
+                if f"{name}_json" in merged:
+                    merged[f"{name}_json"] = self.codec.encode_optional(name, merged[name])
+        return merged
+
+    def _time(self, value: datetime | None) -> Any:
+        return None if value is None else self.db.encode_time(value)
+
+    def _graph_params(self, graph: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": graph["id"],
+            "project_id": graph["project_id"],
+            "name": graph["name"],
+            "description": graph["description"],
+            "graph_json": self.db.encode_json(graph["graph_json"]),
+            "created_at": self._time(graph["created_at"]),
+            "updated_at": self._time(graph["updated_at"]),
+        }
+
+    def _run_params(self, run: dict[str, Any]) -> dict[str, Any]:
+        encode_json = self.db.encode_json
+        return {
+            "id": run["id"],
+            "project_id": run["project_id"],
+            "workflow_id": run["workflow_id"],
+            "status": run["status"].value,
+            "input_json": None if run["input_json"] is None else encode_json(run["input_json"]),
+            "output_json": None if run["output_json"] is None else encode_json(run["output_json"]),
+            "started_at": self._time(run["started_at"]),
+            "finished_at": self._time(run["finished_at"]),
+            "last_message": run["last_message"],
+            "updated_at": self._time(run["updated_at"]),
+        }
+
+    def _state_params(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "run_id": state["run_id"],
+            "node_id": state["node_id"],
+            "status": state["status"].value,
+            "progress": state["progress"],
+            "messages_json": self.db.encode_json(state["messages_json"]),
+            "started_at": self._time(state["started_at"]),
+            "completed_at": self._time(state["completed_at"]),
+            "error": state["error"],
+        }
+
+
+def _label(key: Any) -> str:
+    """``'id'`` for graphs and runs, ``'run'][' node'`` for node states."""
+    return "][".join(map(repr, key)) if isinstance(key, tuple) else repr(key)
+
+
+def _untouched(state: WorkflowNodeState) -> bool:
+    """A state as create_run made it, that nobody changed since."""
+    return (
+        state.status is WorkflowNodeStatus.PENDING
+        and state.progress == 0.0
+        and not state.messages
+        and state.started_at is None
+        and state.completed_at is None
+        and state.error is None
+    )
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def load_snapshot(path: str) -> dict[str, Any]:
+    """Read a snapshot file: ``{"graphs": {...}, "runs": {...}, "node_states": {...}}``."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            snapshot = json.load(file)
+    except OSError as exc:
+        raise ValidationError(f"snapshot {path!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValidationError(f"snapshot {path!r}: not valid JSON ({exc})") from None
+    if not isinstance(snapshot, dict):
+        raise ValidationError(f"snapshot {path!r}: expected a JSON object with graphs, runs, node_states")
+    unknown = set(snapshot) - {"graphs", "runs", "node_states"}
+    if unknown:
+        raise ValidationError(
+            f"snapshot {path!r}: unknown key(s) {sorted(unknown)}; expected graphs, runs, node_states"
+        )
+    for key in ("graphs", "runs", "node_states"):
+        if not isinstance(snapshot.get(key, {}), dict):
+            raise ValidationError(f"snapshot {path!r}: {key} must be an object keyed by id")
+    return snapshot
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 success, 1 failure, 2 usage error)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workflow_db.importer",
+        description="Import a JSON snapshot of the in-memory WorkflowService into the database.",
+    )
+    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
+    parser.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace stored items that differ")
+    parser.add_argument("--default-project", default="default", help="project of graphs that name none")
+    parser.add_argument("snapshot", help="the JSON file: {graphs: {...}, runs: {...}, node_states: {...}}")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        db = connect(args.url)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except WorkflowDBError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    with db:
+        try:
+            snapshot = load_snapshot(args.snapshot)
+            report = import_memory(
+                WorkflowStore(db),
+                snapshot.get("graphs"),
+                snapshot.get("runs"),
+                snapshot.get("node_states"),
+                default_project_id=args.default_project,
+                overwrite=args.overwrite,
+                dry_run=args.dry_run,
+            )
+        except WorkflowDBError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
