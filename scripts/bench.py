@@ -217,6 +217,14 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         {},
         max(5, bench.repeat // 5),
     )
+    bench.compare(
+        report,
+        f"list_runs() all {runs}, every field read",
+        lambda: [run.updated_at for run in store.list_runs()],  # the first read decodes every field
+        f"{q.LIST_RUNS}{q.RUN_ORDER}",
+        {},
+        max(5, bench.repeat // 5),
+    )
     by_project = {"project_id": "proj_3"}
     bench.compare(
         report,

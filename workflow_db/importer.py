@@ -47,6 +47,7 @@ from .models import (
     check_text,
     to_status,
     utc_now,
+    utc_text,
 )
 from .store import WorkflowStore
 
@@ -61,6 +62,8 @@ RUN_FIELDS = (
     "started_at", "finished_at", "last_message", "updated_at",
 )  # fmt: skip
 NODE_FIELDS = ("status", "progress", "messages", "started_at", "completed_at", "error")
+_RUN_PAYLOAD = ("id", *RUN_FIELDS)
+_STATE_PAYLOAD = ("run_id", "node_id", *NODE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -138,15 +141,21 @@ def import_memory(
 # -- reading items of any shape ----------------------------------------------------
 
 
-def _get(item: Any, name: str) -> Any:
+def _fields_of(item: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The fields of an item given as a mapping or as an object with attributes."""
+    if type(item) is dict:
+        return item
     if isinstance(item, Mapping):
-        return item.get(name, _MISSING)
-    return getattr(item, name, _MISSING)
+        return dict(item)
+    return {name: value for name in names if (value := getattr(item, name, _MISSING)) is not _MISSING}
 
 
-def _supplied(item: Any, name: str) -> bool:
-    value = _get(item, name)
-    return value is not _MISSING and value is not None
+def _get(item: dict[str, Any], name: str) -> Any:
+    return item.get(name, _MISSING)
+
+
+def _supplied(item: dict[str, Any], name: str) -> bool:
+    return item.get(name) is not None
 
 
 def _time(field: str, value: Any, default: datetime | None) -> datetime | None:
@@ -182,7 +191,8 @@ def _normalise_all(
     return result
 
 
-def _graph(key: str, item: Any, codec: JsonCodec, now: datetime, default_project: str) -> dict[str, Any]:
+def _graph(key: str, given: Any, codec: JsonCodec, now: datetime, default_project: str) -> dict[str, Any]:
+    item = _fields_of(given, ("id", *GRAPH_FIELDS))
     structure = check_graph(_get(item, "graph"))
     project = _get(item, "project_id")
     created_at = _time("created_at", _get(item, "created_at"), now)
@@ -199,7 +209,8 @@ def _graph(key: str, item: Any, codec: JsonCodec, now: datetime, default_project
     }
 
 
-def _run(key: str, item: Any, codec: JsonCodec, now: datetime) -> dict[str, Any]:
+def _run(key: str, given: Any, codec: JsonCodec, now: datetime) -> dict[str, Any]:
+    item = _fields_of(given, _RUN_PAYLOAD)
     status = _get(item, "status")
     run_status = (
         WorkflowRunStatus.PENDING if status in (_MISSING, None) else to_status(WorkflowRunStatus, status)
@@ -233,15 +244,16 @@ def _normalise_states(
         for node_id, item in states.items():
             label = f"node_states[{run_id!r}][{node_id!r}]"
             try:
-                if _get(item, "run_id") not in (_MISSING, None, run_id):
-                    raise ValidationError(f"run_id: {_get(item, 'run_id')!r} differs from its key {run_id!r}")
                 result[(run_id, node_id)] = _node_state(run_id, node_id, item, codec)
             except ValidationError as exc:
                 raise ValidationError(f"{label}: {exc}") from None
     return result
 
 
-def _node_state(run_id: str, node_id: str, item: Any, codec: JsonCodec) -> dict[str, Any]:
+def _node_state(run_id: str, node_id: str, given: Any, codec: JsonCodec) -> dict[str, Any]:
+    item = _fields_of(given, _STATE_PAYLOAD)
+    if _get(item, "run_id") not in (_MISSING, None, run_id):
+        raise ValidationError(f"run_id: {_get(item, 'run_id')!r} differs from its key {run_id!r}")
     status = _get(item, "status")
     progress = _get(item, "progress")
     messages = _get(item, "messages")
@@ -309,10 +321,9 @@ class _Writer:
         stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, self.store._run)}
         new_runs, changed_runs = self._split(runs, stored_runs, "runs", RUN_FIELDS)
         for start in range(0, len(new_runs), _PROGRESS_EVERY):
-            session.many(
-                q.IMPORT_RUN, [self._run_params(r) for r in new_runs[start : start + _PROGRESS_EVERY]]
-            )
-            logger.info("runs: %d of %d written", min(start + _PROGRESS_EVERY, len(new_runs)), len(new_runs))
+            chunk = new_runs[start : start + _PROGRESS_EVERY]
+            session.run(q.IMPORT_RUNS, self._json_rows(chunk, _RUN_PAYLOAD))
+            logger.info("runs: %d of %d written", start + len(chunk), len(new_runs))
         session.many(q.OVERWRITE_RUN, [self._run_params(r) for r in changed_runs])
 
         known_runs = set(stored_runs) | set(runs)
@@ -333,7 +344,7 @@ class _Writer:
         skipped_states = len(states) - len(written_states)
         for start in range(0, len(written_states), _PROGRESS_EVERY):
             chunk = written_states[start : start + _PROGRESS_EVERY]
-            session.many(q.IMPORT_NODE_STATE, [self._state_params(s) for s in chunk])
+            session.run(q.IMPORT_NODE_STATES, self._json_rows(chunk, _STATE_PAYLOAD))
             logger.info("node states: %d of %d written", start + len(chunk), len(written_states))
         return ImportReport(
             graphs_written=len(new_graphs) + len(changed_graphs),
@@ -441,17 +452,20 @@ class _Writer:
             "updated_at": self._time(run["updated_at"]),
         }
 
-    def _state_params(self, state: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "run_id": state["run_id"],
-            "node_id": state["node_id"],
-            "status": state["status"].value,
-            "progress": state["progress"],
-            "messages_json": self.db.encode_json(state["messages_json"]),
-            "started_at": self._time(state["started_at"]),
-            "completed_at": self._time(state["completed_at"]),
-            "error": state["error"],
-        }
+    def _json_rows(self, items: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, Any]:
+        """``{"rows": <JSON array>}`` for a bulk statement: enums as values, times as UTC text."""
+        rows = []
+        for item in items:
+            row = {}
+            for name in fields:
+                value = item[name]
+                if value is None:
+                    continue  # absent keys read as NULL
+                if isinstance(value, datetime):
+                    value = utc_text(value)
+                row[name] = value
+            rows.append(row)
+        return {"rows": self.db.encode_json(json.dumps(rows, ensure_ascii=False, separators=(",", ":")))}
 
 
 def _label(key: Any) -> str:

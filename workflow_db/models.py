@@ -180,6 +180,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc_text(value: datetime) -> str:
+    """A UTC datetime as fixed-width ISO-8601 text (always 6 fractional digits, ``+00:00``).
+
+    How SQLite stores timestamps (text order is time order), and text
+    PostgreSQL reads as ``timestamptz``.
+    """
+    return value.isoformat(timespec="microseconds")
+
+
 # -- validation ---------------------------------------------------------------
 
 StatusEnum = TypeVar("StatusEnum", WorkflowRunStatus, WorkflowNodeStatus)

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
 from ..errors import DatabaseUnavailableError, IntegrityError, WorkflowDBError
+from ..models import utc_text
 from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,11 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
-def _encode_time(value: datetime) -> str:
-    # Fixed width (always six fractional digits, always +00:00): text order is time order.
-    return value.isoformat(timespec="microseconds")
-
-
 def _strictly_after(previous: str | None, now: str) -> str:
     """SQL function ``wf_strictly_after(previous, now)``: ``now``, or ``previous`` plus 1 us."""
     if previous is None or now > previous:
         return now
-    return _encode_time(datetime.fromisoformat(previous) + _ONE_MICROSECOND)
+    return utc_text(datetime.fromisoformat(previous) + _ONE_MICROSECOND)
 
 
 class SQLiteSession(Session):
@@ -184,7 +180,7 @@ class SQLiteDatabase(Database):
         return sql  # sqlite3 speaks :name natively
 
     def encode_time(self, value: datetime) -> str:
-        return _encode_time(value)
+        return utc_text(value)
 
     def decode_time(self, value: str) -> datetime:
         return datetime.fromisoformat(value)
