@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from pg_cluster import ThrowawayCluster, find_server
 from psycopg import sql
 
@@ -25,6 +26,18 @@ from workflow_db.migrate import upgrade
 
 DIALECTS = ("sqlite", "postgresql")
 _counter = itertools.count()
+
+# Hypothesis: CI runs 200 examples (state-machine sequences) per test and database; locally 25.
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci", max_examples=200, stateful_step_count=20, deadline=None, suppress_health_check=_SLOW_IS_FINE
+)
+settings.register_profile(
+    "dev", max_examples=25, stateful_step_count=20, deadline=None, suppress_health_check=_SLOW_IS_FINE
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+)
 
 
 class PostgresServer:

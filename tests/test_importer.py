@@ -52,12 +52,23 @@ def old_service() -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, A
     }
     runs: dict[str, Any] = {
         "run_1": SimpleNamespace(
-            id="run_1", workflow_id="wf_1", status=WorkflowRunStatus.RUNNING, input={"day": 1}, output=None,
-            started_at=datetime(2026, 1, 3, 0, 0, 0), finished_at=None, last_message="halfway",
+            id="run_1",
+            workflow_id="wf_1",
+            status=WorkflowRunStatus.RUNNING,
+            input={"day": 1},
+            output=None,
+            started_at=datetime(2026, 1, 3, 0, 0, 0),
+            finished_at=None,
+            last_message="halfway",
         ),
-        "run_2": {"workflow_id": "wf_2", "status": "completed", "output": [1, 2],
-                  "started_at": "2026-01-04T00:00:00+00:00", "finished_at": "2026-01-04T01:00:00+00:00"},
-    }  # fmt: skip
+        "run_2": {
+            "workflow_id": "wf_2",
+            "status": "completed",
+            "output": [1, 2],
+            "started_at": "2026-01-04T00:00:00+00:00",
+            "finished_at": "2026-01-04T01:00:00+00:00",
+        },
+    }
     node_states: dict[str, dict[str, Any]] = {
         "run_1": {
             "a": OldNodeState("a", "completed", 1.0, ["done"]),
@@ -228,9 +239,13 @@ def test_command_line(
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "not valid JSON"), ("[1, 2]", "JSON object"), ('{"runs": []}', "runs must be an object"),
-     ('{"flows": {}}', "unknown key")],
-)  # fmt: skip
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"runs": []}', "runs must be an object"),
+        ('{"flows": {}}', "unknown key"),
+    ],
+)
 def test_command_line_malformed_snapshot(
     db_url: str, tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -230,6 +230,15 @@ def check_text(field: str, value: object, *, optional: bool = False) -> str | No
     return value
 
 
+def check_key(field: str, value: object) -> str:
+    """Check an id used to look something up: a string without NUL (cheap: hot paths call it)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: expected a string id, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValidationError(f"{field}: the NUL character (\\x00) cannot be stored")
+    return value
+
+
 def check_id(field: str, value: object) -> str:
     """Check an identifier: non-empty text."""
     text = check_text(field, value)

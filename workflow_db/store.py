@@ -30,6 +30,7 @@ from .models import (
     check_aware,
     check_graph,
     check_id,
+    check_key,
     check_limit,
     check_messages,
     check_progress,
@@ -96,7 +97,7 @@ class WorkflowStore:
         An existing project's name is left unchanged.
         """
         project_id = check_id("project_id", project_id)
-        name = check_text("name", name, optional=True) or project_id
+        name = project_id if name is None else check_text("name", name)
         params = {"id": project_id, "name": name, "now": self._now()}
         row = self.db.write(q.ENSURE_PROJECT, params, fetch_one)
         assert row is not None
@@ -104,7 +105,7 @@ class WorkflowStore:
 
     def get_project(self, project_id: str) -> Project | None:
         """The project ``project_id``, or None."""
-        return self._get(q.GET_PROJECT, {"id": project_id}, self._project)
+        return self._get(q.GET_PROJECT, {"id": check_key("project_id", project_id)}, self._project)
 
     # -- graphs -------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class WorkflowStore:
 
     def get_graph(self, graph_id: str, *, version: int | None = None) -> WorkflowGraph | None:
         """The graph ``graph_id`` as it is now, or as it was at ``version``; None if absent."""
+        graph_id = check_key("graph_id", graph_id)
         if version is None:
             return self._get(q.GET_GRAPH, {"id": graph_id}, self._graph)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -160,7 +162,7 @@ class WorkflowStore:
         params: dict[str, Any] = {}
         if project_id is not None:
             where.append("project_id = :project_id")
-            params["project_id"] = project_id
+            params["project_id"] = check_key("project_id", project_id)
         after_id = self._keyset(after, _GRAPH_PAGES, where, params)
         sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
         rows = self.db.read(sql, params, fetch_all)
@@ -183,6 +185,7 @@ class WorkflowStore:
         graph as it is. ``expected_version`` makes it compare-and-set
         (ConflictError on mismatch).
         """
+        graph_id = check_key("graph_id", graph_id)
         changes = _graph_changes({**(updates or {}), **fields})
         graph_json = (
             self.db.encode_json(self._json.encode("graph", changes["graph"])) if "graph" in changes else None
@@ -221,7 +224,7 @@ class WorkflowStore:
         A graph that still has runs raises GraphInUseError, unless
         ``cascade=True`` deletes those runs and their node states too.
         """
-        params = {"id": graph_id}
+        params = {"id": check_key("graph_id", graph_id)}
         try:
             if not cascade:
                 return self.db.write(q.DELETE_GRAPH, params, fetch_rowcount) > 0
@@ -289,7 +292,7 @@ class WorkflowStore:
 
     def get_run(self, run_id: str) -> WorkflowRun | None:
         """The run ``run_id``, or None."""
-        return self._get(q.GET_RUN, {"id": run_id}, self._run)
+        return self._get(q.GET_RUN, {"id": check_key("run_id", run_id)}, self._run)
 
     def list_runs(
         self,
@@ -356,7 +359,7 @@ class WorkflowStore:
         )
         finish = bool(finished) or new_status in TERMINAL_RUN_STATUSES
         params = {
-            "id": run_id,
+            "id": check_key("run_id", run_id),
             "status": new_status.value if new_status is not None else None,
             "finish": finish,
             "reopen": new_status is not None and not finish,
@@ -391,7 +394,7 @@ class WorkflowStore:
         params: dict[str, Any] = {
             "cutoff": self.db.encode_time(check_aware("finished_before", finished_before)),
             "batch_size": check_limit(batch_size),
-            "project_id": project_id,
+            "project_id": None if project_id is None else check_key("project_id", project_id),
         }
         sql = q.PRUNE_RUNS_ANY_PROJECT if project_id is None else q.PRUNE_RUNS_OF_PROJECT
         pruned = 0
@@ -435,7 +438,7 @@ class WorkflowStore:
         )
         now = self._now()
         params = {
-            "run_id": run_id,
+            "run_id": check_key("run_id", run_id),
             "node_id": node_id,
             "forced_status": forced.value if forced is not None else None,
             "promote": forced is None and checked_progress is not None,
@@ -472,7 +475,7 @@ class WorkflowStore:
         message = str(check_text("message", message))
         encoded = self._json.encode("messages", [message])
         params = {
-            "run_id": run_id,
+            "run_id": check_key("run_id", run_id),
             "node_id": node_id,
             "message": message,
             "messages_json": self.db.encode_json(encoded),
@@ -499,11 +502,12 @@ class WorkflowStore:
 
     def get_node_state(self, run_id: str, node_id: str) -> WorkflowNodeState | None:
         """The state of node ``node_id`` in run ``run_id``, or None."""
-        return self._get(q.GET_NODE_STATE, {"run_id": run_id, "node_id": node_id}, self._node_state)
+        params = {"run_id": check_key("run_id", run_id), "node_id": check_key("node_id", node_id)}
+        return self._get(q.GET_NODE_STATE, params, self._node_state)
 
     def list_node_states(self, run_id: str) -> list[WorkflowNodeState]:
         """A run's node states in the order of its graph version's nodes, then others by id."""
-        rows = self.db.read(q.LIST_NODE_STATES, {"run_id": run_id}, fetch_all)
+        rows = self.db.read(q.LIST_NODE_STATES, {"run_id": check_key("run_id", run_id)}, fetch_all)
         build = self._node_state
         return [build(row) for row in rows]
 
@@ -544,7 +548,7 @@ class WorkflowStore:
             where.append(pages.after_values_sql)
             return None
         if isinstance(after, str):
-            params["after_id"] = after
+            params["after_id"] = check_key("after", after)
             where.append(pages.after_id_sql)
             return after
         raise ValidationError(
@@ -562,7 +566,7 @@ class WorkflowStore:
         params: dict[str, Any] = {}
         if project_id is not None:
             where.append("project_id = :project_id")
-            params["project_id"] = project_id
+            params["project_id"] = check_key("project_id", project_id)
         if status is not None:
             statuses = to_statuses(WorkflowRunStatus, status)
             if len(statuses) == 1:
@@ -574,7 +578,7 @@ class WorkflowStore:
                 params.update(zip(names, (s.value for s in statuses), strict=True))
         if workflow_id is not None:
             where.append("workflow_id = :workflow_id")
-            params["workflow_id"] = workflow_id
+            params["workflow_id"] = check_key("workflow_id", workflow_id)
         if updated_before is not None:
             where.append("updated_at < :updated_before")
             params["updated_before"] = self.db.encode_time(check_aware("updated_before", updated_before))
