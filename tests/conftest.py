@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -52,8 +53,17 @@ class PostgresServer:
         return psycopg.connect(self.url, autocommit=True)
 
     def url_for(self, database: str) -> str:
-        base, _, _ = self.url.rpartition("/")
-        return f"{base}/{database}"
+        """A direct URL to ``database`` (migrations and administration)."""
+        return urlsplit(self.url)._replace(path=f"/{database}").geturl()
+
+    def client_url_for(self, database: str) -> str:
+        """The URL the store uses: through PgBouncer when ``$WORKFLOW_DB_TEST_PGBOUNCER`` names one."""
+        pooler = os.environ.get("WORKFLOW_DB_TEST_PGBOUNCER")
+        if not pooler:
+            return self.url_for(database)
+        parts = urlsplit(self.url)
+        user = f"{parts.username}@" if parts.username else ""
+        return f"postgresql://{user}{pooler}/{database}?prepare_threshold=none"
 
     def create_database(self, template: str = "template0") -> str:
         name = f"{self.prefix}_{next(_counter)}"
@@ -102,7 +112,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServ
     finally:
         server.drop_database(server.template)
         if cluster is not None:
-            cluster.stop()
+            cluster.remove()
 
 
 def require_pg(server: PostgresServer | None) -> PostgresServer:
@@ -148,7 +158,7 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         return
     server = _pg(request)
     name = server.create_database(template=server.template)
-    yield server.url_for(name)
+    yield server.client_url_for(name)
     server.drop_database(name)
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -60,11 +61,12 @@ class ThrowawayCluster:
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if initdb is None or pg_ctl is None:
             return None
-        cluster = cls(directory, free_port(), initdb, pg_ctl)
-        data = directory / "data"
-        if os.geteuid() == 0:  # initdb refuses to run as root
+        if os.geteuid() == 0:  # initdb refuses to run as root: run it as postgres, in a folder it can reach
+            directory = Path(tempfile.mkdtemp(prefix="workflow_db-pg-"))
+            directory.chmod(0o755)
             shutil.chown(directory, "postgres")
-        cluster._run(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        cluster = cls(directory, free_port(), initdb, pg_ctl)
+        cluster._run(initdb, "-D", str(directory / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         cluster.resume()
         return cluster
 
@@ -90,3 +92,9 @@ class ThrowawayCluster:
     def stop(self) -> None:
         """Stop the server at once (its clients see the connection break)."""
         self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete the cluster's folder."""
+        if (self.directory / "data" / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

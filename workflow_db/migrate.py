@@ -232,14 +232,17 @@ def _apply(db: Database, session: Session, migration: Migration) -> bool:
     try:
         if migration.transactional:
             with session.transaction():
+                db.check_migration_lock(session)
                 if migration.version in _read_applied(db, session):
                     return False
                 for statement in migration.statements:
                     session.script(statement)
                 _record(db, session, migration, started)
         else:
-            if migration.version in _read_applied(db, session):
-                return False
+            with session.transaction():
+                db.check_migration_lock(session)
+                if migration.version in _read_applied(db, session):
+                    return False
             for statement in migration.statements:
                 session.script(statement)
             with session.transaction():

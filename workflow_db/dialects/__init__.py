@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .base import Database, DialectSQL, Session
 
@@ -45,7 +45,8 @@ def connect(
     * ``postgresql://`` or ``postgres://``: a ``psycopg_pool.ConnectionPool`` of
       ``min_size``..``max_size`` connections; ``timeout`` bounds waiting for a
       connection; ``prepare_threshold=None`` disables prepared statements
-      (needed behind PgBouncer in transaction mode).
+      (needed behind PgBouncer in transaction mode; ``?prepare_threshold=none``
+      in the URL does the same and wins over the argument).
 
     Raises ValueError for an unknown scheme or a malformed URL (the message
     never contains the password) and DatabaseUnavailableError when the server
@@ -76,6 +77,14 @@ def connect(
     raise ValueError(f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
 
 
+def _prepare_threshold(value: str) -> int | None:
+    if value.lower() in ("", "none"):
+        return None
+    if not value.isdigit():
+        raise ValueError(f"prepare_threshold in the URL: expected a whole number or none, got {value!r}")
+    return int(value)
+
+
 def _connect_sqlite(rest: str, **options: Any) -> Database:
     host, slash, path = rest.partition("/")
     if host or not slash or not path:
@@ -98,6 +107,11 @@ def _connect_postgresql(url: str, **options: Any) -> Database:
         raise ValueError(
             "malformed postgresql URL: expected postgresql://user[:password]@host[:port]/dbname"
         ) from None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = [value for key, value in query if key == "prepare_threshold"]
+    if ours:  # ours, not libpq's: set in WORKFLOW_DB_URL when behind PgBouncer
+        options["prepare_threshold"] = _prepare_threshold(ours[-1])
+        url = parts._replace(query=urlencode([(k, v) for k, v in query if k != "prepare_threshold"])).geturl()
     if options["min_size"] < 0 or options["max_size"] < max(1, options["min_size"]):
         raise ValueError(
             f"pool size: need 0 <= min_size <= max_size and max_size >= 1, "

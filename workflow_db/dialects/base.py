@@ -241,6 +241,10 @@ class Database(ABC):
         """A session holding the migration lock, outside any transaction."""
 
     @abstractmethod
+    def check_migration_lock(self, session: Session) -> None:
+        """Inside a migration's transaction: raise MigrationError unless the lock is really held."""
+
+    @abstractmethod
     def translate(self, exc: BaseException) -> WorkflowDBError:
         """The workflow_db error for a driver exception (one of ``driver_errors``)."""
 

@@ -202,6 +202,25 @@ class PostgresDatabase(Database):
                 raise MigrationError(f"the migration lock was not released within {lock_timeout:g} s")
             time.sleep(MIGRATION_LOCK_POLL_SECONDS)
 
+    def check_migration_lock(self, session: Session) -> None:
+        """Inside a migration's transaction: is the advisory lock held by this server session?
+
+        It is not when the URL leads through a pooler in transaction mode
+        (PgBouncer), which hands each transaction to any server connection: the
+        lock then guards nothing, so the migration stops before it changes anything.
+        """
+        row = session.one(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+            " AND classid = :high AND objid = :low AND objsubid = 1",
+            {"high": MIGRATION_LOCK_KEY >> 32, "low": MIGRATION_LOCK_KEY & 0xFFFF_FFFF},
+        )
+        if row is None:
+            raise MigrationError(
+                "the migration lock is held by another server session than this transaction's: "
+                "the URL leads through a connection pooler in transaction mode (PgBouncer?). "
+                "Point the migrator at the PostgreSQL server itself"
+            )
+
     def _close(self) -> None:
         self._pool.close()
 

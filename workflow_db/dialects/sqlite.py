@@ -161,6 +161,9 @@ class SQLiteDatabase(Database):
         with self._writer_lock:
             yield SQLiteSession(self, self._writer)
 
+    def check_migration_lock(self, session: Session) -> None:
+        """BEGIN IMMEDIATE, which each migration's transaction starts with, is the lock itself."""
+
     def _close(self) -> None:
         self._closed = True
         self._close_readers()
