@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from workflow_db import WorkflowGraph, WorkflowStore
@@ -22,3 +24,23 @@ def make_graph(
     store.ensure_project(project_id)
     structure = graph_structure(*(node_ids or ("a", "b", "c")))
     return store.create_graph(WorkflowGraph(project_id, name, structure))
+
+
+def run_threads(count: int, target: Callable[[int], object]) -> list[BaseException]:
+    """Start ``count`` threads at once (behind a barrier); return what they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        barrier.wait()
+        try:
+            target(index)
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from factories import make_graph
+from factories import make_graph, run_threads
 
 from workflow_db import (
     ConflictError,
@@ -22,26 +21,6 @@ from workflow_db import (
 from workflow_db.migrate import upgrade
 
 TERMINAL = {"completed", "failed", "cancelled"}
-
-
-def run_threads(count: int, target: Callable[[int], object]) -> list[BaseException]:
-    """Start ``count`` threads at once (behind a barrier); return what they raised."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        barrier.wait()
-        try:
-            target(index)
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def test_hundred_runs_created_at_once(store: WorkflowStore) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import make_graph
+from factories import make_graph, run_threads
 from pg_cluster import free_port
 
 from workflow_db import DatabaseUnavailableError, WorkflowStore, connect
@@ -48,20 +47,7 @@ def test_memory_database_is_private_and_shared_by_threads() -> None:
         upgrade(other)
         store = WorkflowStore(db)
         graph = make_graph(store)
-        errors: list[BaseException] = []
-
-        def create() -> None:
-            try:
-                for _ in range(10):
-                    store.create_run(graph.id)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=create) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = run_threads(8, lambda _: [store.create_run(graph.id) for _ in range(10)])
         assert errors == []
         assert store.count_runs() == 80
         assert WorkflowStore(other).count_runs() == 0

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import cli
 from . import queries as q
-from .dialects import Session, connect
+from .dialects import Database, Session
 from .errors import (
     ConflictError,
     IntegrityError,
     ValidationError,
-    WorkflowDBError,
 )
 from .models import (
     TERMINAL_RUN_STATUSES,
@@ -512,45 +512,30 @@ def load_snapshot(path: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 usage error)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m workflow_db.importer",
-        description="Import a JSON snapshot of the in-memory WorkflowService into the database.",
+    parser = cli.parser_for(
+        "python -m workflow_db.importer",
+        "Import a JSON snapshot of the in-memory WorkflowService into the (migrated) database.",
     )
-    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
     parser.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace stored items that differ")
     parser.add_argument("--default-project", default="default", help="project of graphs that name none")
     parser.add_argument("snapshot", help="the JSON file: {graphs: {...}, runs: {...}, node_states: {...}}")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        db = connect(args.url)
-    except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except WorkflowDBError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    with db:
-        try:
-            snapshot = load_snapshot(args.snapshot)
-            report = import_memory(
-                WorkflowStore(db),
-                snapshot.get("graphs"),
-                snapshot.get("runs"),
-                snapshot.get("node_states"),
-                default_project_id=args.default_project,
-                overwrite=args.overwrite,
-                dry_run=args.dry_run,
-            )
-        except WorkflowDBError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            return 1
+    return cli.run(parser, argv, _import_snapshot)
+
+
+def _import_snapshot(db: Database, args: argparse.Namespace) -> int:
+    snapshot = load_snapshot(args.snapshot)
+    report = import_memory(
+        WorkflowStore(db),
+        snapshot.get("graphs"),
+        snapshot.get("runs"),
+        snapshot.get("node_states"),
+        default_project_id=args.default_project,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+    )
     sys.stdout.write(report.summary() + "\n")
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

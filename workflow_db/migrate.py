@@ -19,7 +19,6 @@ Command line (exit 0 success, 1 failure, 2 usage error)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -34,7 +33,8 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import TextIO
 
-from .dialects import Database, DialectSQL, Session, connect
+from . import cli
+from .dialects import Database, DialectSQL, Session
 from .errors import MigrationError, WorkflowDBError
 
 logger = logging.getLogger(__name__)
@@ -302,44 +302,14 @@ _COMMANDS = {"up": _upgrade, "status": _print_status, "plan": _print_plan}
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 usage error)."""
-    out = out or sys.stdout
-    parser = argparse.ArgumentParser(
-        prog="python -m workflow_db.migrate",
-        description="Apply or inspect workflow_db's numbered SQL migrations.",
-    )
-    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for the database (SQLite: the busy timeout); default 30",
+    parser = cli.parser_for(
+        "python -m workflow_db.migrate", "Apply or inspect workflow_db's numbered SQL migrations."
     )
     parser.add_argument(
-        "command",
-        nargs="?",
-        default="up",
-        choices=sorted(_COMMANDS),
+        "command", nargs="?", default="up", choices=sorted(_COMMANDS),
         help="up: apply pending migrations (default); status: list them; plan: print the SQL up would run",
-    )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        db = connect(args.url, timeout=args.timeout)
-    except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except WorkflowDBError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    with db:
-        try:
-            return _COMMANDS[args.command](db, out)
-        except WorkflowDBError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            return 1
+    )  # fmt: skip
+    return cli.run(parser, argv, lambda db, args: _COMMANDS[args.command](db, out or sys.stdout))
 
 
 if __name__ == "__main__":

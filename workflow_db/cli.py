@@ -1,0 +1,57 @@
+"""What the two command lines share: connection options, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .dialects import Database, connect
+from .errors import WorkflowDBError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--url`` and ``--timeout``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0,
+        help="seconds to wait for the database (SQLite: the busy timeout); default 30",
+    )  # fmt: skip
+    return parser
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    command: Callable[[Database, argparse.Namespace], int],
+) -> int:
+    """Parse ``argv``, connect, run ``command``; return the exit code.
+
+    0 success, 1 failure (one ``error:`` line on stderr, no traceback), 2 usage
+    error (bad arguments, or a malformed or unsupported URL).
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or EXIT_OK)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        db = connect(args.url, timeout=args.timeout)
+    except ValueError as exc:
+        return _fail(exc, EXIT_USAGE)
+    except WorkflowDBError as exc:
+        return _fail(exc, EXIT_FAILURE)
+    with db:
+        try:
+            return command(db, args)
+        except WorkflowDBError as exc:
+            return _fail(exc, EXIT_FAILURE)
+
+
+def _fail(exc: Exception, code: int) -> int:
+    sys.stderr.write(f"error: {exc}\n")
+    return code
