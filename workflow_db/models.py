@@ -320,11 +320,6 @@ def check_graph(value: object) -> dict[str, Any]:
     return value
 
 
-def node_ids(graph: dict[str, Any]) -> list[str]:
-    """The node ids of a checked graph, in the order of its ``nodes`` list."""
-    return [node["id"] for node in graph["nodes"]]
-
-
 class JsonCodec:
     """Serialises JSON values for storage, with a size cap on every value."""
 

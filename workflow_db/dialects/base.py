@@ -167,11 +167,6 @@ class Database(ABC):
 
     # -- units of several statements ----------------------------------------------
 
-    @property
-    def in_transaction(self) -> bool:
-        """True while this thread is inside a write unit of work."""
-        return getattr(self._local, "session", None) is not None
-
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A session for reads; inside a transaction, that transaction's session."""
