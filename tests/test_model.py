@@ -9,7 +9,7 @@ compares every observable result after each step, on both databases. The
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -308,6 +308,25 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             run.output = run.output if output is None else output
             self.check_run(run_id, result)
 
+        @rule(
+            future=st.booleans(),
+            project=st.none() | st.sampled_from(PROJECTS),
+            batch_size=st.integers(1, 3),
+        )
+        def prune_runs(self, future: bool, project: str | None, batch_size: int) -> None:
+            cutoff = datetime.now(UTC) + (timedelta(days=1) if future else -timedelta(days=1))
+            doomed = [
+                run_id
+                for run_id, run in self.model.runs.items()
+                if run.status in TERMINAL_RUN
+                and run.finished_at is not None
+                and run.finished_at < cutoff
+                and project in (None, run.project_id)
+            ]
+            assert store.prune_runs(cutoff, project_id=project, batch_size=batch_size) == len(doomed)
+            for run_id in doomed:
+                self.model.delete_run(run_id)
+
         @rule(status=st.sampled_from(RUN_STATUSES))
         def update_missing_run(self, status: str) -> None:
             assert store.update_run_status("missing-run", status) is None
@@ -451,6 +470,10 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
                     assert old is not None and (old.name, old.graph) == (name, structure(nodes))
             runs = store.list_runs()
             assert sorted(r.id for r in runs) == sorted(self.model.runs)
+            paged: list[WorkflowRun] = []
+            while page := store.list_runs(limit=2, after=paged[-1] if paged else None):
+                paged += page
+            assert paged == runs  # keyset pages visit every run once, in order
             assert [(r.started_at, r.id) for r in runs] == sorted(
                 ((r.started_at, r.id) for r in runs), reverse=True
             )
