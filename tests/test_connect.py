@@ -101,3 +101,30 @@ def test_failed_login_never_shows_the_password(pg_server: PostgresServer | None)
     with pytest.raises(DatabaseUnavailableError) as caught:
         connect(url, timeout=2)
     assert "s3cret" not in str(caught.value) and ":***@" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_size": 3, "max_size": 2}, "pool size"),
+        ({"max_size": 0}, "pool size"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+def test_bad_pool_options_are_value_errors(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        connect("postgresql://u:s3cret@127.0.0.1/db", **options)
+
+
+def test_prepare_threshold_in_the_url(pg_server: PostgresServer | None) -> None:
+    """?prepare_threshold=none (for PgBouncer) is ours: taken off the URL before libpq sees it."""
+    server = require_pg(pg_server)
+    url = server.url_for(server.template) + "?prepare_threshold=none"
+    with connect(url) as db:
+        store = WorkflowStore(db)
+        for _ in range(8):  # more than psycopg's default threshold of 5
+            assert store.count_runs(project_id="p") == 0
+        with db.reading() as session:
+            assert session.connection.prepare_threshold is None
+    with pytest.raises(ValueError, match="prepare_threshold in the URL"):
+        connect(server.url_for(server.template) + "?prepare_threshold=sometimes")
