@@ -300,6 +300,7 @@ class _Writer:
         states: dict[tuple[str, str], dict[str, Any]],
         dry_run: bool,
     ) -> ImportReport:
+        """Write what is new or (with overwrite) changed; return the counts."""
         stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, self.store._graph)}
         projects = {g["project_id"] for g in graphs.values()}
         graph_projects = {gid: g.project_id for gid, g in stored_graphs.items()}

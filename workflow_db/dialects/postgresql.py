@@ -178,6 +178,7 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
+        """A dedicated autocommit connection holding the session advisory lock (polled)."""
         with self.translated_errors():
             connection = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs)
         try:
@@ -230,15 +231,19 @@ class PostgresDatabase(Database):
         return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql)
 
     def encode_time(self, value: datetime) -> datetime:
+        """psycopg sends datetimes as timestamptz as they are."""
         return value
 
     def decode_time(self, value: datetime) -> datetime:
+        """timestamptz arrives aware; normalise its zone to UTC."""
         return value if value.tzinfo is UTC else value.astimezone(UTC)
 
     def encode_json(self, text: str) -> Jsonb:
+        """Already-serialised JSON, sent typed as jsonb (no re-encoding)."""
         return Jsonb(text, dumps=_already_serialised)
 
     def split_script(self, text: str) -> list[str]:
+        """Split at top-level semicolons (outside quotes, dollar quotes, comments)."""
         statements: list[str] = []
         start = 0
         for match in _SCRIPT_TOKENS.finditer(text):
@@ -254,6 +259,7 @@ class PostgresDatabase(Database):
         return message.strip()
 
     def translate(self, exc: BaseException) -> WorkflowDBError:
+        """psycopg and pool errors as workflow_db errors, with any password scrubbed."""
         if isinstance(exc, psycopg_pool.PoolTimeout):
             return DatabaseUnavailableError(
                 f"no connection to PostgreSQL at {self.display_url} within {self.timeout:g} s: "

@@ -165,7 +165,10 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:
-        # Between processes, each file's BEGIN IMMEDIATE is the lock (busy timeout).
+        """The writer connection, outside a transaction.
+
+        Between processes, each file's BEGIN IMMEDIATE is the lock (it waits up to the busy timeout).
+        """
         with self._writer_lock:
             yield SQLiteSession(self, self._writer)
 
@@ -191,15 +194,19 @@ class SQLiteDatabase(Database):
         return sql  # sqlite3 speaks :name natively
 
     def encode_time(self, value: datetime) -> str:
+        """Fixed-width ISO-8601 UTC text."""
         return utc_text(value)
 
     def decode_time(self, value: str) -> datetime:
+        """Parse the stored text back into an aware UTC datetime."""
         return datetime.fromisoformat(value)
 
     def encode_json(self, text: str) -> str:
+        """SQLite stores JSON as TEXT: the text as it is."""
         return text
 
     def split_script(self, text: str) -> list[str]:
+        """Split with sqlite3.complete_statement, so trigger bodies stay whole."""
         statements: list[str] = []
         start = 0
         for index, char in enumerate(text):
@@ -210,6 +217,7 @@ class SQLiteDatabase(Database):
         return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
 
     def translate(self, exc: BaseException) -> WorkflowDBError:
+        """sqlite3 errors as workflow_db errors (locked/busy -> DatabaseUnavailableError)."""
         message = str(exc)
         if isinstance(exc, sqlite3.IntegrityError):
             return IntegrityError(f"sqlite refused the write: {message}")
