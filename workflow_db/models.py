@@ -70,7 +70,7 @@ class LazyFields:
 
     Listing thousands of runs is dominated by decoding JSON and timestamps the
     caller may never read. A record built by :func:`lazy_record_builder`
-    holds only ``(field names, decode, row)``; the first read of any field decodes them all
+    holds only ``(decode, row)``; the first read of any field decodes them all
     (``decode(row)`` returns the field values in order) and keeps them. The
     dataclass's ``__eq__``, ``__repr__`` and ``__hash__`` read fields like any
     caller, so a lazy record equals an eager one with the same values.
@@ -85,8 +85,8 @@ class LazyFields:
             values = self.__dict__
             pending = values.get("_pending")
             if pending is not None:
-                names, decode, row = pending
-                values.update(zip(names, decode(row), strict=True))
+                decode, row = pending
+                values.update(zip(_field_names(type(self)), decode(row), strict=True))
                 values.pop("_pending", None)
                 if name in values:
                     return values[name]
@@ -97,14 +97,23 @@ class LazyFields:
         return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in fields(cls))
+    return names
+
+
 def lazy_record_builder(cls: type[Record], decode: Callable[[Row], Iterable[Any]]) -> Callable[[Row], Record]:
     """Return a function building a :class:`LazyFields` record of ``cls`` from a stored row."""
-    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
     new = object.__new__
 
     def build(row: Row) -> Record:
         record = new(cls)
-        record.__dict__["_pending"] = (names, decode, row)
+        record.__dict__["_pending"] = (decode, row)
         return record
 
     return build
