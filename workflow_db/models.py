@@ -70,24 +70,26 @@ class LazyFields:
 
     Listing thousands of runs is dominated by decoding JSON and timestamps the
     caller may never read. A record built by :func:`lazy_record_builder`
-    holds only ``(decode, row)``; the first read of any field decodes them all
+    holds only ``(decode, row)`` in a slot; the first read of any field decodes them all
     (``decode(row)`` returns the field values in order) and keeps them. The
     dataclass's ``__eq__``, ``__repr__`` and ``__hash__`` read fields like any
     caller, so a lazy record equals an eager one with the same values.
     Concurrent first reads from two threads both decode the same values: harmless.
     """
 
-    __slots__ = ()
+    # ``(decode, row)`` until the first read; a slot, so a fresh record is one
+    # allocation fewer (its __dict__ appears only when the fields are decoded).
+    __slots__ = ("_pending",)
 
     if not TYPE_CHECKING:  # keep mypy strict about misspelt attributes
 
         def __getattr__(self, name: str) -> Any:
-            values = self.__dict__
-            pending = values.get("_pending")
+            pending = _pending_of(self)
             if pending is not None:
                 decode, row = pending
+                values = self.__dict__
                 values.update(zip(_field_names(type(self)), decode(row), strict=True))
-                values.pop("_pending", None)
+                _set_pending(self, None)
                 if name in values:
                     return values[name]
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -98,6 +100,14 @@ class LazyFields:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_set_pending = LazyFields._pending.__set__  # type: ignore[attr-defined]
+
+
+def _pending_of(record: LazyFields) -> tuple[Callable[[Row], Iterable[Any]], Row] | None:
+    try:
+        return LazyFields._pending.__get__(record)  # type: ignore[attr-defined, no-any-return]
+    except AttributeError:  # never set: a record built by its __init__
+        return None
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -113,7 +123,7 @@ def lazy_record_builder(cls: type[Record], decode: Callable[[Row], Iterable[Any]
 
     def build(row: Row) -> Record:
         record = new(cls)
-        record.__dict__["_pending"] = (decode, row)
+        _set_pending(record, (decode, row))
         return record
 
     return build
