@@ -43,14 +43,23 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median and p95 of ``repeat`` calls, in milliseconds (after one warm-up call)."""
-    call()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
+def timed(*calls: Callable[[], object], repeat: int) -> list[tuple[float, float]]:
+    """Median and p95 in ms of each call, over ``repeat`` rounds (after one warm-up round).
+
+    The calls take turns within every round, so a pause of the machine hits
+    them alike instead of whichever ran during it.
+    """
+    samples: list[list[float]] = [[] for _ in calls]
+    for round_ in range(repeat + 1):
+        for call, times in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            if round_:
+                times.append((time.perf_counter() - started) * 1000)
+    return [_median_p95(times) for times in samples]
+
+
+def _median_p95(samples: list[float]) -> tuple[float, float]:
     samples.sort()
     return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.95))]
 
@@ -205,12 +214,13 @@ class Bench:
         repeat: int | None = None,
     ) -> None:
         """Time a store read and the bare driver running the same SQL."""
-        times = repeat or self.repeat
-        report.add(name, timed(call, times), timed(lambda: self.bare.fetch(sql, params), times))
+        store, bare = timed(call, lambda: self.bare.fetch(sql, params), repeat=repeat or self.repeat)
+        report.add(name, store, bare)
 
     def write(self, report: Report, name: str, call: Callable[[], object]) -> None:
         """Time a store write."""
-        report.add(name, timed(call, self.repeat * 4))
+        (store,) = timed(call, repeat=self.repeat * 4)
+        report.add(name, store)
 
 
 def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], runs: int) -> WorkflowRun:
