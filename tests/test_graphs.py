@@ -127,6 +127,8 @@ def test_delete_graph_with_runs_is_refused_unless_cascade(store: WorkflowStore) 
     run = store.create_run(graph.id)
     with pytest.raises(GraphInUseError, match="1 run"):
         store.delete_graph(graph.id)
+    with pytest.raises(ValidationError, match="cascade: expected True or False"):
+        store.delete_graph(graph.id, cascade="yes")  # type: ignore[arg-type]
     assert store.get_run(run.id) is not None
     assert store.delete_graph(graph.id, cascade=True) is True
     assert store.get_run(run.id) is None

@@ -199,6 +199,8 @@ def test_update_run_status_bad_input_writes_nothing(store: WorkflowStore) -> Non
         store.update_run_status(run.id, "running", output=object())
     with pytest.raises(ValidationError, match="last_message"):
         store.update_run_status(run.id, "running", last_message="nul\x00")
+    with pytest.raises(ValidationError, match="finished: expected True or False"):
+        store.update_run_status(run.id, "running", finished="no")  # type: ignore[arg-type]
     assert store.get_run(run.id) == run
 
 
@@ -241,6 +243,9 @@ def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None
     assert store.prune_runs(cutoff) == 1
     with pytest.raises(ValidationError, match="finished_before"):
         store.prune_runs(datetime(2030, 1, 1))
+    for bad in (0, None, 2.5):
+        with pytest.raises(ValidationError, match="batch_size: expected a positive integer"):
+            store.prune_runs(cutoff, batch_size=bad)  # type: ignore[arg-type]
 
 
 def test_records_behave_like_frozen_dataclasses(store: WorkflowStore) -> None:

@@ -286,11 +286,21 @@ def check_aware(field: str, value: object) -> datetime:
 
 
 def check_limit(value: object) -> int | None:
-    """Check a page size: None or a positive integer."""
-    if value is None:
-        return None
+    """Check a page size: None (no limit) or a positive integer."""
+    return None if value is None else check_count("limit", value)
+
+
+def check_flag(field: str, value: object) -> bool:
+    """Check that ``value`` is True or False (a string such as "no" would read as true)."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{field}: expected True or False, got {value!r}")
+    return value
+
+
+def check_count(field: str, value: object) -> int:
+    """Check that ``value`` is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"limit: expected a positive integer or None, got {value!r}")
+        raise ValidationError(f"{field}: expected a positive integer, got {value!r}")
     return value
 
 

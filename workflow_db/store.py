@@ -28,6 +28,8 @@ from .models import (
     WorkflowRun,
     WorkflowRunStatus,
     check_aware,
+    check_count,
+    check_flag,
     check_graph,
     check_id,
     check_key,
@@ -225,6 +227,7 @@ class WorkflowStore:
         ``cascade=True`` deletes those runs and their node states too.
         """
         params = {"id": check_key("graph_id", graph_id)}
+        cascade = check_flag("cascade", cascade)
         try:
             if not cascade:
                 return self.db.write(q.DELETE_GRAPH, params, fetch_rowcount) > 0
@@ -357,7 +360,7 @@ class WorkflowStore:
             if expected_status is not None
             else None
         )
-        finish = bool(finished) or new_status in TERMINAL_RUN_STATUSES
+        finish = check_flag("finished", finished) or new_status in TERMINAL_RUN_STATUSES
         params = {
             "id": check_key("run_id", run_id),
             "status": new_status.value if new_status is not None else None,
@@ -393,7 +396,7 @@ class WorkflowStore:
         """
         params: dict[str, Any] = {
             "cutoff": self.db.encode_time(check_aware("finished_before", finished_before)),
-            "batch_size": check_limit(batch_size),
+            "batch_size": check_count("batch_size", batch_size),
             "project_id": None if project_id is None else check_key("project_id", project_id),
         }
         sql = q.PRUNE_RUNS_ANY_PROJECT if project_id is None else q.PRUNE_RUNS_OF_PROJECT

@@ -33,7 +33,7 @@ from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
 
-# pg_try_advisory_lock key: the first 8 bytes of sha256(b"workflow_db.migrate"), signed.
+# pg_try_advisory_lock key: an arbitrary constant that only workflow_db's migrator uses.
 MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
 MIGRATION_LOCK_POLL_SECONDS = 0.2
 
