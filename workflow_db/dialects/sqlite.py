@@ -133,13 +133,19 @@ class SQLiteDatabase(Database):
     # about 10 us in all, and a Session object per call was a tenth of it.
 
     def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        connection = self._take_reader()
+        idle = self._idle_readers
         try:
-            return fetch(connection.execute(self.prepare(sql), params))
+            connection = idle.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            connection = self._open(reader=True)
+        try:
+            return fetch(connection.execute(self._prepared.get(sql) or self.prepare(sql), params))
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
         finally:
-            self._return_reader(connection)
+            idle.append(connection)
+            if self._closed:
+                self._close_readers()
 
     def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         # One statement in autocommit mode is atomic, and SQLite takes the write
@@ -196,10 +202,6 @@ class SQLiteDatabase(Database):
     def encode_time(self, value: datetime) -> str:
         """Fixed-width ISO-8601 UTC text."""
         return utc_text(value)
-
-    def decode_time(self, value: str) -> datetime:
-        """Parse the stored text back into an aware UTC datetime."""
-        return datetime.fromisoformat(value)
 
     def encode_json(self, text: str) -> str:
         """SQLite stores JSON as TEXT: the text as it is."""
