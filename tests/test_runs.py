@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import PostgresServer, require_pg
 from factories import graph_structure, make_graph
 
 from workflow_db import (
@@ -15,7 +16,9 @@ from workflow_db import (
     WorkflowNodeStatus,
     WorkflowRunStatus,
     WorkflowStore,
+    connect,
 )
+from workflow_db.dialects.base import fetch_one, fetch_rowcount
 
 
 def test_create_run_persists_with_initial_node_states(store: WorkflowStore) -> None:
@@ -276,3 +279,36 @@ def test_records_behave_like_frozen_dataclasses(store: WorkflowStore) -> None:
     for thread in threads:
         thread.join()
     assert seen == [{"k": [1, 2]}] * 8
+
+
+def test_json_written_by_other_tools_decodes(store: WorkflowStore) -> None:
+    """Stored JSON with whitespace around it (hand-written SQL, another tool) reads back the same."""
+    graph = make_graph(store, "p", "a")
+    run = store.create_run(graph.id)
+    loose = '  {"rows": [1, 2] ,\n "ok": true}  '
+    store.db.write(
+        "UPDATE workflow_runs SET input_json = :input, output_json = :output WHERE id = :id",
+        {"input": store.db.encode_json(loose), "output": store.db.encode_json(" 7"), "id": run.id},
+        fetch_rowcount,
+    )
+    for fetched in (store.get_run(run.id), store.list_runs()[0]):
+        assert fetched is not None
+        assert (fetched.input, fetched.output) == ({"rows": [1, 2], "ok": True}, 7)
+
+
+def test_timestamps_are_utc_whatever_the_session_time_zone(pg_server: PostgresServer | None) -> None:
+    server = require_pg(pg_server)
+    name = server.create_database(template=server.template)
+    try:
+        with server.admin() as admin:
+            admin.execute(f"ALTER DATABASE {name} SET timezone = 'Asia/Kolkata'")
+        with connect(server.client_url_for(name)) as db:
+            store = WorkflowStore(db)
+            graph = make_graph(store, "p", "a")
+            created = store.create_run(graph.id)
+            for run in (store.get_run(created.id), store.list_runs()[0]):
+                assert run is not None and run.started_at == created.started_at
+                assert run.started_at.tzinfo is UTC and run.updated_at.tzinfo is UTC
+            assert db.read("SHOW timezone", (), fetch_one) == ("Asia/Kolkata",)
+    finally:
+        server.drop_database(name)

@@ -49,6 +49,7 @@ from .models import (
     utc_now,
     utc_text,
 )
+from .rows import graph_from_row, node_state_from_row, run_from_row
 from .store import WorkflowStore
 
 logger = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class _Writer:
         dry_run: bool,
     ) -> ImportReport:
         """Write what is new or (with overwrite) changed; return the counts."""
-        stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, self.store._graph)}
+        stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, graph_from_row)}
         projects = {g["project_id"] for g in graphs.values()}
         graph_projects = {gid: g.project_id for gid, g in stored_graphs.items()}
         graph_projects.update({gid: g["project_id"] for gid, g in graphs.items()})
@@ -319,7 +320,7 @@ class _Writer:
         logger.info("graphs: %d new, %d overwritten", len(new_graphs), len(changed_graphs))
 
         referenced = set(runs) | {run_id for run_id, _ in states}
-        stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, self.store._run)}
+        stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, run_from_row)}
         new_runs, changed_runs = self._split(runs, stored_runs, "runs", RUN_FIELDS)
         for start in range(0, len(new_runs), _PROGRESS_EVERY):
             chunk = new_runs[start : start + _PROGRESS_EVERY]
@@ -335,9 +336,7 @@ class _Writer:
                 )
         stored_states = {
             (s.run_id, s.node_id): s
-            for s in self._stored(
-                session, q.STORED_NODE_STATES, {r for r, _ in states}, self.store._node_state
-            )
+            for s in self._stored(session, q.STORED_NODE_STATES, {r for r, _ in states}, node_state_from_row)
             if not _untouched(s)  # as create_run made it: the import's state simply replaces it
         }
         new_states, changed_states = self._split(states, stored_states, "node_states", NODE_FIELDS)

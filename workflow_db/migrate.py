@@ -36,6 +36,7 @@ from typing import TextIO
 from . import cli
 from .dialects import Database, DialectSQL, Session
 from .errors import MigrationError, WorkflowDBError
+from .models import stored_time
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _read_applied(db: Database, session: Session) -> dict[int, _Applied]:
     if session.one(_TABLE_EXISTS) is None:
         return {}
     return {
-        version: _Applied(version, name, digest, db.decode_time(applied_at))
+        version: _Applied(version, name, digest, stored_time(applied_at))
         for version, name, digest, applied_at in session.all(_READ_APPLIED)
     }
 

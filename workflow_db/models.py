@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import ValidationError
 
@@ -66,46 +69,73 @@ def record_builder(cls: type[Record]) -> Callable[..., Record]:
 
 
 class LazyFields:
-    """Mixin for records whose fields are decoded from the stored row on first access.
+    """Mixin for records whose fields are decoded from the stored row on first read.
 
     Listing thousands of runs is dominated by decoding JSON and timestamps the
-    caller may never read. A record built by :func:`lazy_record_builder`
-    holds only ``(decode, row)`` in a slot; the first read of any field decodes them all
-    (``decode(row)`` returns the field values in order) and keeps them. The
-    dataclass's ``__eq__``, ``__repr__`` and ``__hash__`` read fields like any
-    caller, so a lazy record equals an eager one with the same values.
-    Concurrent first reads from two threads both decode the same values: harmless.
+    caller may never read. A record built by :class:`LazyRecords` holds only
+    the row in a slot; the first read of any field decodes the whole row (with
+    the decoder registered for the record's class) into the instance's
+    ``__dict__``, where every later read finds it at plain attribute speed.
+    The dataclass's ``__eq__``, ``__repr__`` and ``__hash__`` read fields like
+    any caller, so a lazy record equals an eager one with the same values.
+    Records built by ``__init__`` hold their fields from the start.
     """
 
-    # ``(decode, row)`` until the first read; a slot, so a fresh record is one
-    # allocation fewer (its __dict__ appears only when the fields are decoded).
-    __slots__ = ("_pending",)
-
-    if not TYPE_CHECKING:  # keep mypy strict about misspelt attributes
-
-        def __getattr__(self, name: str) -> Any:
-            pending = _pending_of(self)
-            if pending is not None:
-                decode, row = pending
-                values = self.__dict__
-                values.update(zip(_field_names(type(self)), decode(row), strict=True))
-                _set_pending(self, None)
-                if name in values:
-                    return values[name]
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # The stored row until the first read; a slot, so a fresh record is one
+    # allocation (its __dict__ appears only when the fields are decoded).
+    __slots__ = ("_row",)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle and copy the decoded fields, never the pending row."""
+        """Pickle and copy the decoded fields, never the stored row."""
         return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
 
 
+class _DecodeOnRead:
+    """Class attribute standing in for one field of a lazy record.
+
+    A non-data descriptor: Python looks in the instance's ``__dict__`` first,
+    so it runs only on a record's first read, before the fields are there
+    (no AttributeError raised and caught, as ``__getattr__`` would need).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, record: LazyFields | None, owner: type) -> Any:
+        if record is None:
+            return self
+        values = record.__dict__
+        row = _row_of(record)
+        if row is not None:
+            values.update(zip(_field_names(owner), _DECODERS[owner](row), strict=True))
+            _set_row(record, None)
+        try:
+            return values[self.name]  # also when another thread decoded the row just now
+        except KeyError:
+            raise AttributeError(f"{owner.__name__!r} object has no attribute {self.name!r}") from None
+
+
+LazyRecord = TypeVar("LazyRecord", bound=LazyFields)
+
+
+def decoded_on_read(cls: type[LazyRecord]) -> type[LazyRecord]:
+    """Class decorator, above ``@dataclass``: the fields of ``cls`` are decoded on first read."""
+    for name in _field_names(cls):
+        setattr(cls, name, _DecodeOnRead(name))
+    return cls
+
+
+Decoder = Callable[[Row], Iterable[Any]]
+_DECODERS: dict[type, Decoder] = {}
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-_set_pending = LazyFields._pending.__set__  # type: ignore[attr-defined]
+_set_row = LazyFields._row.__set__  # type: ignore[attr-defined]
 
 
-def _pending_of(record: LazyFields) -> tuple[Callable[[Row], Iterable[Any]], Row] | None:
+def _row_of(record: LazyFields) -> Row | None:
     try:
-        return LazyFields._pending.__get__(record)  # type: ignore[attr-defined, no-any-return]
+        return LazyFields._row.__get__(record)  # type: ignore[attr-defined, no-any-return]
     except AttributeError:  # never set: a record built by its __init__
         return None
 
@@ -117,16 +147,34 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-def lazy_record_builder(cls: type[Record], decode: Callable[[Row], Iterable[Any]]) -> Callable[[Row], Record]:
-    """Return a function building a :class:`LazyFields` record of ``cls`` from a stored row."""
-    new = object.__new__
+class LazyRecords(Generic[LazyRecord]):
+    """Builds :class:`LazyFields` records of one class from stored rows.
 
-    def build(row: Row) -> Record:
-        record = new(cls)
-        _set_pending(record, (decode, row))
+    ``decode(row)`` returns the field values in order; it is the one decoder
+    of ``cls`` (a record finds it by its class on first read). :meth:`many`
+    builds a whole list without a Python call per row: two ``map`` passes run
+    in C, half the cost of a comprehension calling :meth:`one`.
+    """
+
+    def __init__(self, cls: type[LazyRecord], decode: Decoder) -> None:
+        if not isinstance(getattr(cls, _field_names(cls)[0]), _DecodeOnRead):
+            raise TypeError(f"{cls.__name__} is not decorated with @decoded_on_read")
+        if _DECODERS.setdefault(cls, decode) is not decode:
+            raise TypeError(f"{cls.__name__} already has a row decoder")
+        self._new_records = functools.partial(map, object.__new__)
+        self._cls = cls
+
+    def one(self, row: Row) -> LazyRecord:
+        """The record of one row."""
+        record: LazyRecord = object.__new__(self._cls)
+        _set_row(record, row)
         return record
 
-    return build
+    def many(self, rows: Sequence[Row]) -> list[LazyRecord]:
+        """The records of ``rows``, in order."""
+        records: list[LazyRecord] = list(self._new_records(itertools.repeat(self._cls, len(rows))))
+        collections.deque(map(_set_row, records, rows), maxlen=0)  # consume: sets every row
+        return records
 
 
 @dataclass(frozen=True)
@@ -152,6 +200,7 @@ class WorkflowGraph:
     updated_at: datetime | None = None
 
 
+@decoded_on_read
 @dataclass(frozen=True)
 class WorkflowRun(LazyFields):
     """One run of a workflow, pinned to the graph version it started with."""
@@ -169,6 +218,7 @@ class WorkflowRun(LazyFields):
     updated_at: datetime
 
 
+@decoded_on_read
 @dataclass(frozen=True)
 class WorkflowNodeState(LazyFields):
     """The state of one node within one run."""
@@ -206,6 +256,24 @@ def utc_text(value: datetime) -> str:
     PostgreSQL reads as ``timestamptz``.
     """
     return value.isoformat(timespec="microseconds")
+
+
+def _psycopg_time(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+TIME_DECODERS: dict[type, Callable[[Any], datetime]] = {str: datetime.fromisoformat, datetime: _psycopg_time}
+"""How a stored timestamp of each Python type becomes an aware UTC datetime.
+
+SQLite returns the text :func:`utc_text` wrote; psycopg returns an aware
+datetime in the session's time zone. Chosen by the value's type, not by the
+database, so a row decodes without knowing where it came from.
+"""
+
+
+def stored_time(value: str | datetime) -> datetime:
+    """A timestamp as a database returns it, as an aware UTC datetime (see :data:`TIME_DECODERS`)."""
+    return TIME_DECODERS[type(value)](value)
 
 
 # -- validation ---------------------------------------------------------------

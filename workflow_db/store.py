@@ -7,7 +7,6 @@ which database it talks to.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,23 +36,24 @@ from .models import (
     check_messages,
     check_progress,
     check_text,
-    lazy_record_builder,
     new_id,
-    record_builder,
     to_status,
     to_statuses,
     utc_now,
+)
+from .rows import (
+    graph_from_row,
+    node_state_from_row,
+    node_states_from_rows,
+    project_from_row,
+    run_from_row,
+    runs_from_rows,
 )
 
 DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
 GRAPH_UPDATE_KEYS = ("name", "description", "graph")
 _UPDATE_RETRIES = 20
 
-_build_project = record_builder(Project)
-_build_graph = record_builder(WorkflowGraph)
-_RUN_STATUS = {status.value: status for status in WorkflowRunStatus}
-_NODE_STATUS = {status.value: status for status in WorkflowNodeStatus}
-_loads = json.loads
 
 Record = TypeVar("Record")
 
@@ -70,9 +70,6 @@ class WorkflowStore:
     def __init__(self, db: Database, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> None:
         self.db = db
         self._json = JsonCodec(max_json_bytes)
-        self._time = db.decode_time
-        self._run = lazy_record_builder(WorkflowRun, self._run_values)
-        self._node_state = lazy_record_builder(WorkflowNodeState, self._node_state_values)
 
     @property
     def max_json_bytes(self) -> int:
@@ -103,11 +100,11 @@ class WorkflowStore:
         params = {"id": project_id, "name": name, "now": self._now()}
         row = self.db.write(q.ENSURE_PROJECT, params, fetch_one)
         assert row is not None
-        return self._project(row)
+        return project_from_row(row)
 
     def get_project(self, project_id: str) -> Project | None:
         """The project ``project_id``, or None."""
-        return self._get(q.GET_PROJECT, {"id": check_key("project_id", project_id)}, self._project)
+        return self._get(q.GET_PROJECT, {"id": check_key("project_id", project_id)}, project_from_row)
 
     # -- graphs -------------------------------------------------------------------------
 
@@ -138,16 +135,16 @@ class WorkflowStore:
                 f"project_id: no project {graph.project_id!r} (create it with ensure_project)"
             ) from exc
         assert row is not None
-        return self._graph(row)
+        return graph_from_row(row)
 
     def get_graph(self, graph_id: str, *, version: int | None = None) -> WorkflowGraph | None:
         """The graph ``graph_id`` as it is now, or as it was at ``version``; None if absent."""
         graph_id = check_key("graph_id", graph_id)
         if version is None:
-            return self._get(q.GET_GRAPH, {"id": graph_id}, self._graph)
+            return self._get(q.GET_GRAPH, {"id": graph_id}, graph_from_row)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValidationError(f"version: expected a positive integer, got {version!r}")
-        return self._get(q.GET_GRAPH_VERSION, {"id": graph_id, "version": version}, self._graph)
+        return self._get(q.GET_GRAPH_VERSION, {"id": graph_id, "version": version}, graph_from_row)
 
     def list_graphs(
         self,
@@ -170,7 +167,7 @@ class WorkflowStore:
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
             self._check_after(_GRAPH_PAGES, after_id)
-        return [self._graph(row) for row in rows]
+        return [graph_from_row(row) for row in rows]
 
     def update_graph(
         self,
@@ -216,7 +213,7 @@ class WorkflowStore:
             }
             row = self.db.write(q.UPDATE_GRAPH, params, fetch_one)
             if row is not None:
-                return self._graph(row)
+                return graph_from_row(row)
             # Another writer changed the graph after we read it: decide again on its new state.
         raise ConflictError(f"graph {graph_id!r} kept changing under {_UPDATE_RETRIES} attempts")
 
@@ -276,7 +273,7 @@ class WorkflowStore:
             self._explain_refused_run(workflow_id, project_id, run_id, exc)
             raise
         assert row is not None
-        return self._run(row)
+        return run_from_row(row)
 
     def _explain_refused_run(
         self, workflow_id: str, project_id: str | None, run_id: str, exc: IntegrityError
@@ -295,7 +292,7 @@ class WorkflowStore:
 
     def get_run(self, run_id: str) -> WorkflowRun | None:
         """The run ``run_id``, or None."""
-        return self._get(q.GET_RUN, {"id": check_key("run_id", run_id)}, self._run)
+        return self._get(q.GET_RUN, {"id": check_key("run_id", run_id)}, run_from_row)
 
     def list_runs(
         self,
@@ -319,8 +316,7 @@ class WorkflowStore:
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
             self._check_after(_RUN_PAGES, after_id)
-        build = self._run
-        return [build(row) for row in rows]
+        return runs_from_rows(rows)
 
     def count_runs(
         self,
@@ -374,7 +370,7 @@ class WorkflowStore:
         sql = q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF
         row = self.db.write(sql, params, fetch_one)
         if row is not None:
-            return self._run(row)
+            return run_from_row(row)
         if expected is None:
             return None
         current = self.get_run(run_id)
@@ -501,18 +497,17 @@ class WorkflowStore:
             if self.get_run(params["run_id"]) is None:
                 raise IntegrityError(f"run_id: no run {params['run_id']!r}") from exc
             raise
-        return None if row is None else self._node_state(row)
+        return None if row is None else node_state_from_row(row)
 
     def get_node_state(self, run_id: str, node_id: str) -> WorkflowNodeState | None:
         """The state of node ``node_id`` in run ``run_id``, or None."""
         params = {"run_id": check_key("run_id", run_id), "node_id": check_key("node_id", node_id)}
-        return self._get(q.GET_NODE_STATE, params, self._node_state)
+        return self._get(q.GET_NODE_STATE, params, node_state_from_row)
 
     def list_node_states(self, run_id: str) -> list[WorkflowNodeState]:
         """A run's node states in the order of its graph version's nodes, then others by id."""
         rows = self.db.read(q.LIST_NODE_STATES, {"run_id": check_key("run_id", run_id)}, fetch_all)
-        build = self._node_state
-        return [build(row) for row in rows]
+        return node_states_from_rows(rows)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -586,46 +581,6 @@ class WorkflowStore:
             where.append("updated_at < :updated_before")
             params["updated_before"] = self.db.encode_time(check_aware("updated_before", updated_before))
         return where, params
-
-    # -- rows to records ----------------------------------------------------------------------
-
-    def _project(self, row: Row) -> Project:
-        return _build_project(row[0], row[1], self._time(row[2]))
-
-    def _graph(self, row: Row) -> WorkflowGraph:
-        time = self._time
-        return _build_graph(
-            row[1], row[2], _loads(row[4]), row[3], row[0], row[5], time(row[6]), time(row[7])
-        )
-
-    def _run_values(self, row: Row) -> tuple[Any, ...]:
-        time = self._time
-        return (
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            _RUN_STATUS[row[4]],
-            None if row[5] is None else _loads(row[5]),
-            None if row[6] is None else _loads(row[6]),
-            time(row[7]),
-            None if row[8] is None else time(row[8]),
-            row[9],
-            time(row[10]),
-        )
-
-    def _node_state_values(self, row: Row) -> tuple[Any, ...]:
-        time = self._time
-        return (
-            row[0],
-            row[1],
-            _NODE_STATUS[row[2]],
-            float(row[3]),
-            _loads(row[4]),
-            None if row[5] is None else time(row[5]),
-            None if row[6] is None else time(row[6]),
-            row[7],
-        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 import psycopg
@@ -233,10 +233,6 @@ class PostgresDatabase(Database):
     def encode_time(self, value: datetime) -> datetime:
         """psycopg sends datetimes as timestamptz as they are."""
         return value
-
-    def decode_time(self, value: datetime) -> datetime:
-        """timestamptz arrives aware; normalise its zone to UTC."""
-        return value if value.tzinfo is UTC else value.astimezone(UTC)
 
     def encode_json(self, text: str) -> Jsonb:
         """Already-serialised JSON, sent typed as jsonb (no re-encoding)."""
