@@ -232,7 +232,7 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         store.list_runs,
         f"{q.LIST_RUNS}{q.RUN_ORDER}",
         {},
-        max(5, bench.repeat // 5),
+        max(5, bench.repeat // 2),
     )
     bench.compare(
         report,
@@ -240,7 +240,7 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         lambda: [run.updated_at for run in store.list_runs()],  # the first read decodes every field
         f"{q.LIST_RUNS}{q.RUN_ORDER}",
         {},
-        max(5, bench.repeat // 5),
+        max(5, bench.repeat // 2),
     )
     by_project = {"project_id": "proj_3"}
     bench.compare(

@@ -5,7 +5,8 @@ lazily, so SQLite users never load it.
 
 * Connections are in autocommit mode: a read is one round trip, and a write
   of several statements runs inside ``conn.transaction()``.
-* jsonb is loaded as text and decoded by the store, like SQLite's TEXT JSON.
+* jsonb (and, in a UTC session, timestamptz) is loaded as text and decoded
+  by the store's records on first read, like SQLite's TEXT columns.
 * The migration lock is a session advisory lock on a dedicated connection,
   taken by polling ``pg_try_advisory_lock`` (a blocked ``pg_advisory_lock``
   waiter would deadlock ``CREATE INDEX CONCURRENTLY``).
@@ -32,6 +33,9 @@ from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, W
 from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
+
+# Session time zones in which PostgreSQL writes timestamptz as "... +00".
+_UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Zulu"})
 
 # pg_try_advisory_lock key: an arbitrary constant that only workflow_db's migrator uses.
 MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
@@ -143,9 +147,21 @@ class PostgresDatabase(Database):
 
     @staticmethod
     def _configure(connection: psycopg.Connection[Any]) -> None:
-        # Hand jsonb to the store as text: it decodes JSON the same way on both dialects.
-        connection.adapters.register_loader("jsonb", TextLoader)
-        connection.adapters.register_loader("json", TextLoader)
+        """Hand jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
+
+        The store's records decode both on first read, the same way on both
+        dialects (psycopg's timestamptz loader took 23 of the 45 ms of listing
+        10,000 runs). A session whose DateStyle or TimeZone differs gets
+        datetimes from psycopg, which the store takes as they are.
+        """
+        adapters = connection.adapters
+        adapters.register_loader("jsonb", TextLoader)
+        adapters.register_loader("json", TextLoader)
+        info = connection.info
+        if (info.parameter_status("DateStyle") or "").startswith("ISO") and (
+            info.parameter_status("TimeZone") or ""
+        ) in _UTC_ZONES:
+            adapters.register_loader("timestamptz", TextLoader)
 
     @contextmanager
     def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
