@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from workflow_db import WorkflowGraph, WorkflowStore
+
+T = TypeVar("T")
 
 
 def graph_structure(*node_ids: str, **extra: Any) -> dict[str, Any]:
@@ -44,3 +46,9 @@ def run_threads(count: int, target: Callable[[int], object]) -> list[BaseExcepti
     for thread in threads:
         thread.join()
     return errors
+
+
+def present(value: T | None) -> T:
+    """``value``, failing the test if it is None (a record the store should have found)."""
+    assert value is not None, "expected a stored record, got None"
+    return value

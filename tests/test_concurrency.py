@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from factories import make_graph, run_threads
+from factories import make_graph, present, run_threads
 
 from workflow_db import (
     ConflictError,
@@ -50,7 +50,7 @@ def test_twenty_threads_drive_their_own_nodes(store: WorkflowStore) -> None:
     assert [s.node_id for s in states] == nodes
     for state in states:
         assert (state.status, state.progress, state.messages) == (WorkflowNodeStatus.COMPLETED, 1.0, ["done"])
-        assert state.started_at is not None and state.completed_at >= state.started_at
+        assert present(state.completed_at) >= present(state.started_at)
 
 
 def test_sixteen_threads_update_one_run_status(store: WorkflowStore) -> None:
@@ -67,7 +67,7 @@ def test_sixteen_threads_update_one_run_status(store: WorkflowStore) -> None:
 
     def check_consistent() -> None:
         while not stop.is_set():
-            seen = store.get_run(run.id)
+            seen = present(store.get_run(run.id))
             if seen.last_message is not None and seen.last_message.split(":")[0] != seen.status.value:
                 torn.append(seen)
             if (seen.status.value in TERMINAL) != (seen.finished_at is not None):
@@ -79,8 +79,8 @@ def test_sixteen_threads_update_one_run_status(store: WorkflowStore) -> None:
     stop.set()
     reader.join()
     assert errors == [] and torn == []
-    final = store.get_run(run.id)
-    assert final.last_message.split(":")[0] == final.status.value  # the last write won, whole
+    final = present(store.get_run(run.id))
+    assert present(final.last_message).split(":")[0] == final.status.value  # the last write won, whole
     assert final.updated_at > run.updated_at
 
 
@@ -88,7 +88,7 @@ def test_eighty_concurrent_appends_all_survive(store: WorkflowStore) -> None:
     graph = make_graph(store, "p", "a")
     run = store.create_run(graph.id)
     assert run_threads(80, lambda index: store.append_node_message(run.id, "a", f"line {index}")) == []
-    messages = store.get_node_state(run.id, "a").messages
+    messages = present(store.get_node_state(run.id, "a")).messages
     assert sorted(messages) == sorted(f"line {index}" for index in range(80))
 
 
@@ -109,7 +109,7 @@ def test_compare_and_set_lets_exactly_one_winner_through(store: WorkflowStore) -
 
     assert run_threads(24, claim) == []
     assert len(winners) == 1 and len(conflicts) == 23
-    final = store.get_run(run.id)
+    final = present(store.get_run(run.id))
     assert final.status is WorkflowRunStatus.RUNNING and final.last_message == f"worker {winners[0]}"
 
 
@@ -125,7 +125,7 @@ def test_concurrent_transactions_stay_whole(store: WorkflowStore) -> None:
     assert run_threads(12, create_with_state) == []
     runs = store.list_runs()
     assert len(runs) == 12 and {r.status for r in runs} == {WorkflowRunStatus.COMPLETED}
-    assert all(store.get_node_state(r.id, "a").status is WorkflowNodeStatus.COMPLETED for r in runs)
+    assert all(present(store.get_node_state(r.id, "a")).status is WorkflowNodeStatus.COMPLETED for r in runs)
 
 
 WRITER_PROCESS = textwrap.dedent(
@@ -161,7 +161,7 @@ def test_several_processes_share_one_sqlite_file(tmp_path: Path) -> None:
     with connect(url) as db:
         store = WorkflowStore(db)
         assert store.count_runs(status="completed") == 160
-        assert {len(store.get_node_state(r.id, "a").messages) for r in store.list_runs()} == {1}
+        assert {len(present(store.get_node_state(r.id, "a")).messages) for r in store.list_runs()} == {1}
 
 
 @pytest.mark.parametrize("threads", [8])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -111,7 +112,7 @@ def test_failed_login_never_shows_the_password(pg_server: PostgresServer | None)
         ({"timeout": 0}, "timeout"),
     ],
 )
-def test_bad_pool_options_are_value_errors(options: dict, message: str) -> None:
+def test_bad_pool_options_are_value_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         connect("postgresql://u:s3cret@127.0.0.1/db", **options)
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import make_graph
+from factories import make_graph, present
 from pg_cluster import ThrowawayCluster
 
 from workflow_db import (
+    Database,
     DatabaseUnavailableError,
     WorkflowDBError,
     WorkflowNodeStatus,
@@ -31,15 +32,26 @@ from workflow_db import (
 from workflow_db.migrate import status, upgrade
 
 
+class KillableStore(WorkflowStore):
+    """A store that can have its server sessions killed under it."""
+
+    def __init__(self, db: Database, server: PostgresServer, database: str) -> None:
+        super().__init__(db)
+        self.server = server
+        self.database = database
+
+    def terminate_others(self) -> int:
+        """Kill every server session on the store's database (but the admin's); return how many."""
+        return terminate_backends(self.server, self.database)
+
+
 @pytest.fixture
-def pg_store(pg_server: PostgresServer | None) -> Iterator[WorkflowStore]:
+def pg_store(pg_server: PostgresServer | None) -> Iterator[KillableStore]:
     """A store on a fresh PostgreSQL database, connected directly (not through a pooler)."""
     server = require_pg(pg_server)
     name = server.create_database(template=server.template)
     with connect(server.url_for(name), min_size=2, max_size=2, timeout=10) as db:
-        store = WorkflowStore(db)
-        store.terminate_others = lambda: terminate_backends(server, name)  # type: ignore[attr-defined]
-        yield store
+        yield KillableStore(db, server, name)
     server.drop_database(name)
 
 
@@ -51,20 +63,20 @@ def terminate_backends(server: PostgresServer, database: str) -> int:
             " WHERE datname = %s AND pid <> pg_backend_pid()) AS killed",
             (database,),
         ).fetchone()
-    return int(row[0]) if row else 0
+    return int(str(row[0])) if row else 0
 
 
-def test_killed_backend_between_calls_is_replaced(pg_store: WorkflowStore) -> None:
+def test_killed_backend_between_calls_is_replaced(pg_store: KillableStore) -> None:
     graph = make_graph(pg_store, "p", "a")
     run = pg_store.create_run(graph.id)
     assert pg_store.terminate_others() >= 1
     assert pg_store.get_run(run.id) == run  # the pool noticed and handed out a new connection
-    assert pg_store.update_run_status(run.id, "running").status is WorkflowRunStatus.RUNNING
+    assert present(pg_store.update_run_status(run.id, "running")).status is WorkflowRunStatus.RUNNING
     assert pg_store.terminate_others() >= 1
     assert pg_store.set_node_state(run.id, "a", progress=0.5).status is WorkflowNodeStatus.RUNNING
 
 
-def test_killed_backend_inside_a_transaction(pg_store: WorkflowStore) -> None:
+def test_killed_backend_inside_a_transaction(pg_store: KillableStore) -> None:
     graph = make_graph(pg_store, "p", "a")
     run = pg_store.create_run(graph.id)
     with pytest.raises(DatabaseUnavailableError), pg_store.transaction():
@@ -74,7 +86,7 @@ def test_killed_backend_inside_a_transaction(pg_store: WorkflowStore) -> None:
         pg_store.set_node_state(run.id, "a", status="completed")
     assert pg_store.get_run(run.id) == run  # nothing of the transaction stayed
     assert pg_store.get_run("inside") is None
-    assert pg_store.get_node_state(run.id, "a").status is WorkflowNodeStatus.PENDING
+    assert present(pg_store.get_node_state(run.id, "a")).status is WorkflowNodeStatus.PENDING
 
 
 def test_stopped_server_is_unavailable_then_back(tmp_path: Path) -> None:
@@ -98,7 +110,7 @@ def test_stopped_server_is_unavailable_then_back(tmp_path: Path) -> None:
             cluster.resume()
             db.timeout = 15.0  # the pool reconnects with backoff: wait long enough for it
             assert store.get_run(run.id) == run  # the same Database works again
-            assert store.update_run_status(run.id, "running").status is WorkflowRunStatus.RUNNING
+            assert present(store.update_run_status(run.id, "running")).status is WorkflowRunStatus.RUNNING
     finally:
         cluster.remove()
 
@@ -139,7 +151,7 @@ def test_sqlite_file_locked_past_the_busy_timeout(tmp_path: Path) -> None:
         finally:
             holder.communicate("\n", timeout=30)
         assert store.get_run(run.id) == run and store.get_run("never") is None
-        assert store.update_run_status(run.id, "running").status is WorkflowRunStatus.RUNNING
+        assert present(store.update_run_status(run.id, "running")).status is WorkflowRunStatus.RUNNING
 
 
 MIGRATE_SLOWLY = textwrap.dedent(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from datetime import UTC, datetime
 
 import pytest
-from factories import graph_structure, make_graph
+from factories import graph_structure, make_graph, present
 
 from workflow_db import (
     ConflictError,
+    Database,
     GraphInUseError,
     IntegrityError,
     ValidationError,
@@ -25,7 +27,7 @@ def test_create_graph_persists_and_round_trips_json(store: WorkflowStore) -> Non
     created = store.create_graph(WorkflowGraph("proj_a", "etl", structure, description="d"))
     assert created.id and created.version == 1
     assert created.created_at == created.updated_at
-    assert created.created_at.tzinfo is not None and created.created_at.utcoffset().total_seconds() == 0
+    assert present(created.created_at).tzinfo is UTC
     fetched = store.get_graph(created.id)
     assert fetched == created
     assert fetched.graph == structure
@@ -34,13 +36,11 @@ def test_create_graph_persists_and_round_trips_json(store: WorkflowStore) -> Non
 
 def test_create_graph_ignores_caller_version_and_timestamps(store: WorkflowStore) -> None:
     store.ensure_project("p")
-    from datetime import UTC, datetime
-
     old = datetime(2000, 1, 1, tzinfo=UTC)
     created = store.create_graph(
         WorkflowGraph("p", "g", graph_structure("a"), id="g1", version=7, created_at=old, updated_at=old)
     )
-    assert created.id == "g1" and created.version == 1 and created.created_at > old
+    assert created.id == "g1" and created.version == 1 and present(created.created_at) > old
 
 
 def test_list_graphs_filters_by_project(store: WorkflowStore) -> None:
@@ -73,7 +73,7 @@ def test_update_graph_persists_and_bumps_version(store: WorkflowStore) -> None:
     updated = store.update_graph(graph.id, {"name": "renamed"}, graph=new_structure)
     assert updated is not None
     assert updated.version == 2 and updated.name == "renamed" and updated.graph == new_structure
-    assert updated.updated_at > graph.updated_at and updated.created_at == graph.created_at
+    assert present(updated.updated_at) > present(graph.updated_at) and updated.created_at == graph.created_at
     assert store.get_graph(graph.id) == updated
     old = store.get_graph(graph.id, version=1)
     assert old is not None and old.graph == graph.graph and old.name == graph.name
@@ -88,20 +88,19 @@ def test_update_graph_without_change_keeps_version(store: WorkflowStore) -> None
 
 def test_update_graph_updated_at_grows_strictly(store: WorkflowStore) -> None:
     graph = make_graph(store)
-    stamps = [graph.updated_at]
+    stamps = [present(graph.updated_at)]
     for index in range(20):
-        updated = store.update_graph(graph.id, description=f"d{index}")
-        assert updated is not None
-        stamps.append(updated.updated_at)
+        updated = present(store.update_graph(graph.id, description=f"d{index}"))
+        stamps.append(present(updated.updated_at))
     assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
 def test_update_graph_expected_version(store: WorkflowStore) -> None:
     graph = make_graph(store)
-    assert store.update_graph(graph.id, name="v2", expected_version=1).version == 2
+    assert present(store.update_graph(graph.id, name="v2", expected_version=1)).version == 2
     with pytest.raises(ConflictError, match="version 2"):
         store.update_graph(graph.id, name="v3", expected_version=1)
-    assert store.get_graph(graph.id).name == "v2"
+    assert present(store.get_graph(graph.id)).name == "v2"
 
 
 def test_update_graph_absent_and_bad_keys(store: WorkflowStore) -> None:
@@ -146,7 +145,7 @@ def test_duplicate_graph_id_is_integrity_error(store: WorkflowStore) -> None:
     store.create_graph(WorkflowGraph("p", "g", graph_structure("a"), id="same"))
     with pytest.raises(IntegrityError, match="already exists"):
         store.create_graph(WorkflowGraph("p", "other", graph_structure("b"), id="same"))
-    assert store.get_graph("same").name == "g"
+    assert present(store.get_graph("same")).name == "g"
 
 
 @pytest.mark.parametrize(
@@ -177,7 +176,7 @@ def test_graph_given_as_json_text_is_parsed(store: WorkflowStore) -> None:
     assert created.graph == json.loads(text)
 
 
-def test_graph_over_size_cap_names_field_and_sizes(db) -> None:
+def test_graph_over_size_cap_names_field_and_sizes(db: Database) -> None:
     small = WorkflowStore(db, max_json_bytes=1000)
     small.ensure_project("p")
     big = graph_structure("a", blob="x" * 2000)
@@ -191,7 +190,7 @@ def test_large_graph_round_trips(store: WorkflowStore) -> None:
     node_ids = [f"node-{index:04d}" for index in range(500)]
     structure = graph_structure(*node_ids, payload="é" * 2_000_000)
     created = store.create_graph(WorkflowGraph("p", "large", structure))
-    assert store.get_graph(created.id).graph == structure
+    assert present(store.get_graph(created.id)).graph == structure
     run = store.create_run(created.id)
     assert [s.node_id for s in store.list_node_states(run.id)] == node_ids
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
+from factories import present
 from hypothesis import given
 from hypothesis import strategies as st
 from test_model import hostile_text, json_values
@@ -48,9 +50,9 @@ def test_text_round_trips_unchanged(
     assert store.get_graph(graph.id) == graph and graph.graph == structure
     assert (graph.name, graph.description) == (name, description)
     run = store.create_run(graph.id, run_input, id=node + suffix)
-    assert store.get_run(run.id).input == run_input
+    assert present(store.get_run(run.id)).input == run_input
     assert (
-        store.update_run_status(run.id, last_message=message, output={extra_key: extra}).last_message
+        present(store.update_run_status(run.id, last_message=message, output={extra_key: extra})).last_message
         == message
     )
     state = store.set_node_state(run.id, node, messages=messages, error=error)
@@ -76,7 +78,9 @@ def test_text_round_trips_unchanged(
         lambda s, g, r: s.append_node_message(r, "a", "m\x00"),
     ],
 )
-def test_nul_is_a_validation_error_everywhere(store: WorkflowStore, call) -> None:
+def test_nul_is_a_validation_error_everywhere(
+    store: WorkflowStore, call: Callable[[WorkflowStore, str, str], object]
+) -> None:
     store.ensure_project("p")
     graph = store.create_graph(WorkflowGraph("p", "g", {"nodes": [{"id": "a"}]}))
     run = store.create_run(graph.id)
@@ -101,7 +105,9 @@ def test_nul_is_a_validation_error_everywhere(store: WorkflowStore, call) -> Non
         lambda s: s.update_run_status(3.5, "running"),
     ],
 )
-def test_lookups_with_impossible_ids_are_validation_errors(store: WorkflowStore, call) -> None:
+def test_lookups_with_impossible_ids_are_validation_errors(
+    store: WorkflowStore, call: Callable[[WorkflowStore], object]
+) -> None:
     """Not a driver error on one database and None on the other: the same clear error on both."""
     with pytest.raises(ValidationError, match=r"expected a string id|NUL"):
         call(store)

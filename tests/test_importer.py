@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from factories import present
 
 from workflow_db import (
     ConflictError,
@@ -85,15 +87,15 @@ def test_imports_everything_with_integrity(store: WorkflowStore) -> None:
     graphs, runs, states = old_service()
     report = import_memory(store, graphs, runs, states)
     assert (report.graphs_written, report.runs_written, report.node_states_written) == (2, 2, 3)
-    etl = store.get_graph("wf_1")
+    etl = present(store.get_graph("wf_1"))
     assert etl.project_id == "default" and etl.version == 1 and etl.graph == graphs["wf_1"].graph
     assert etl.created_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # naive taken as UTC
     assert store.get_project("default") is not None and store.get_project("team") is not None
-    run_1 = store.get_run("run_1")
+    run_1 = present(store.get_run("run_1"))
     assert run_1.project_id == "default" and run_1.status is WorkflowRunStatus.RUNNING
     assert run_1.input == {"day": 1} and run_1.last_message == "halfway" and run_1.workflow_version == 1
     assert run_1.started_at == datetime(2026, 1, 3, tzinfo=UTC)
-    run_2 = store.get_run("run_2")
+    run_2 = present(store.get_run("run_2"))
     assert run_2.project_id == "team"  # inherited from its graph
     assert run_2.output == [1, 2] and run_2.finished_at == datetime(2026, 1, 4, 1, tzinfo=UTC)
     assert [(s.node_id, s.status.value, s.progress, s.messages) for s in store.list_node_states("run_1")] == [
@@ -116,10 +118,10 @@ def test_running_it_again_changes_nothing(store: WorkflowStore) -> None:
 def test_untouched_states_of_create_run_are_not_conflicts(store: WorkflowStore) -> None:
     graphs, runs, states = old_service()
     import_memory(store, graphs, runs, {})
-    assert store.get_node_state("run_1", "a").status is WorkflowNodeStatus.PENDING
+    assert present(store.get_node_state("run_1", "a")).status is WorkflowNodeStatus.PENDING
     report = import_memory(store, graphs, runs, states)
     assert report.node_states_written == 3
-    assert store.get_node_state("run_1", "a").messages == ["done"]
+    assert present(store.get_node_state("run_1", "a")).messages == ["done"]
 
 
 def test_conflicting_ids_need_overwrite(store: WorkflowStore) -> None:
@@ -128,57 +130,62 @@ def test_conflicting_ids_need_overwrite(store: WorkflowStore) -> None:
     runs["run_1"].last_message = "changed since"
     with pytest.raises(ConflictError, match=r"runs\['run_1'\].*last_message"):
         import_memory(store, graphs, runs, states)
-    assert store.get_run("run_1").last_message == "halfway"
+    assert present(store.get_run("run_1")).last_message == "halfway"
     states["run_1"]["a"].progress = 0.9
     with pytest.raises(ConflictError, match=r"node_states\['run_1'\]\['a'\].*progress"):
         import_memory(store, graphs, {}, states)
     report = import_memory(store, graphs, runs, states, overwrite=True)
     assert (report.runs_written, report.node_states_written) == (1, 1)
-    assert store.get_run("run_1").last_message == "changed since"
-    assert store.get_run("run_1").input == {"day": 1}
-    assert store.get_node_state("run_1", "a").progress == 0.9
+    assert present(store.get_run("run_1")).last_message == "changed since"
+    assert present(store.get_run("run_1")).input == {"day": 1}
+    assert present(store.get_node_state("run_1", "a")).progress == 0.9
     graphs["wf_1"].name = "renamed"
     import_memory(store, graphs, {}, {}, overwrite=True)
-    assert store.get_graph("wf_1").version == 2 and store.get_graph("wf_1").name == "renamed"
+    graph = present(store.get_graph("wf_1"))
+    assert graph.version == 2 and graph.name == "renamed"
+
+
+Snapshot = dict[str, Any]  # the old service's dictionaries, as broken in place below
 
 
 def _nothing_written(store: WorkflowStore) -> bool:
     return store.list_graphs() == [] and store.count_runs() == 0 and store.get_project("default") is None
 
 
-def _unknown_workflow(graphs: dict, runs: dict, states: dict) -> None:
+def _unknown_workflow(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     runs["run_1"].workflow_id = "wf_gone"
 
 
-def _state_of_unknown_run(graphs: dict, runs: dict, states: dict) -> None:
+def _state_of_unknown_run(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     states["run_9"] = {"a": {"status": "running"}}
 
 
-def _bad_status(graphs: dict, runs: dict, states: dict) -> None:
+def _bad_status(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     runs["run_2"]["status"] = "exploded"
 
 
-def _bad_progress(graphs: dict, runs: dict, states: dict) -> None:
+def _bad_progress(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     states["run_1"]["b"]["progress"] = 7
 
 
-def _key_differs_from_id(graphs: dict, runs: dict, states: dict) -> None:
+def _key_differs_from_id(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     graphs["wf_3"] = {"id": "other", "name": "n", "graph": {"nodes": []}}
 
 
-def _bad_graph(graphs: dict, runs: dict, states: dict) -> None:
+def _bad_graph(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     graphs["wf_2"]["graph"] = {"nodes": "none"}
 
 
-def _project_mismatch(graphs: dict, runs: dict, states: dict) -> None:
+def _project_mismatch(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     runs["run_2"]["project_id"] = "default"
 
 
-def _bad_timestamp(graphs: dict, runs: dict, states: dict) -> None:
+def _bad_timestamp(graphs: Snapshot, runs: Snapshot, states: Snapshot) -> None:
     runs["run_2"]["started_at"] = "yesterday"
 
 
-BREAKAGES = {
+Breakage = Callable[[Snapshot, Snapshot, Snapshot], None]
+BREAKAGES: dict[Breakage, tuple[type[Exception], str]] = {
     _unknown_workflow: (IntegrityError, r"runs\['run_1'\]: workflow_id"),
     _state_of_unknown_run: (IntegrityError, r"node_states\['run_9'\]\['a'\]: run_id"),
     _bad_status: (ValidationError, r"runs\['run_2'\]: status"),
@@ -191,7 +198,7 @@ BREAKAGES = {
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=lambda f: f.__name__.strip("_"))
-def test_a_broken_item_refuses_the_whole_import(store: WorkflowStore, breakage) -> None:
+def test_a_broken_item_refuses_the_whole_import(store: WorkflowStore, breakage: Breakage) -> None:
     graphs, runs, states = old_service()
     breakage(graphs, runs, states)
     error, message = BREAKAGES[breakage]
@@ -232,7 +239,7 @@ def test_command_line(
     assert store.count_runs() == 0
     assert main(["--url", db_url, str(snapshot)]) == 0
     assert capsys.readouterr().out.startswith("wrote 2 graphs, 1 runs, 1 node states")
-    assert store.get_node_state("run_2", "x").status is WorkflowNodeStatus.COMPLETED
+    assert present(store.get_node_state("run_2", "x")).status is WorkflowNodeStatus.COMPLETED
     assert main(["--url", db_url, str(snapshot)]) == 0
     assert "skipped 2 graphs, 1 runs, 1 node states" in capsys.readouterr().out
 

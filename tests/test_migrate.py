@@ -6,13 +6,15 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from conftest import PostgresServer, require_pg
+from factories import present
 from schema_info import describe
 
-from workflow_db import MigrationError, connect
+from workflow_db import Database, MigrationError, connect
 from workflow_db.migrate import checksum, main, plan, status, upgrade
 
 SHIPPED_VERSIONS = [1]
@@ -35,12 +37,12 @@ def write_migrations(folder: Path, files: dict[str, str]) -> Path:
     return folder
 
 
-def applied_versions(db) -> list[int]:
+def applied_versions(db: Database) -> list[int]:
     with db.reading() as session:
         return [row[0] for row in session.all("SELECT version FROM workflow_db_migrations ORDER BY version")]
 
 
-def table_names(db) -> set[str]:
+def table_names(db: Database) -> set[str]:
     return set(describe(db))
 
 
@@ -118,7 +120,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         assert applied_versions(db) == SHIPPED_VERSIONS
         rows = status(db)
     assert [(r.version, r.name, r.state, r.checksum_ok) for r in rows] == [(1, "initial", "applied", True)]
-    assert rows[0].applied_at is not None and rows[0].applied_at.utcoffset().total_seconds() == 0
+    assert present(rows[0].applied_at).tzinfo is UTC
 
 
 # -- the runner, with migration sets of the tests' own --------------------------------
@@ -193,7 +195,9 @@ def test_history_that_does_not_fit_the_files_is_refused(blank_url: str, dialect:
         ({"0001_a.sql": "SELECT 1;\n-- done\nCOMMIT;"}, "own COMMIT"),
     ],
 )
-def test_bad_migration_files_are_refused(blank_url: str, tmp_path: Path, files: dict, message: str) -> None:
+def test_bad_migration_files_are_refused(
+    blank_url: str, tmp_path: Path, files: dict[str, str], message: str
+) -> None:
     folder = write_migrations(tmp_path / "m", files)
     with connect(blank_url) as db, pytest.raises(MigrationError, match=message):
         upgrade(db, directory=folder)

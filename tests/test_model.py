@@ -50,7 +50,7 @@ TABLES = (
 )
 
 hostile_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
 ) | st.sampled_from(["'", '"', "%s", "%(x)s", ":name", "?", ";--", "\\", "😀", "DROP TABLE projects;"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | hostile_text,
@@ -382,6 +382,7 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             elif new in TERMINAL_NODE and new != old:
                 assert result.completed_at is not None
                 state.completed_at = result.completed_at
+            assert new is not None
             state.status = new
             state.progress = state.progress if progress is None else progress
             state.messages = state.messages if messages is None else list(messages)

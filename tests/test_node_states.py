@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-from factories import make_graph
+from typing import Any
 
-from workflow_db import IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
+import pytest
+from factories import make_graph, present
+
+from workflow_db import Database, IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def test_get_node_state_all_fields(store: WorkflowStore, run_id: str) -> None:
         WorkflowNodeStatus.FAILED,
     )
     assert (fetched.progress, fetched.messages, fetched.error) == (0.25, ["m1"], "boom")
-    assert fetched.started_at is not None and fetched.completed_at >= fetched.started_at
+    assert present(fetched.completed_at) >= present(fetched.started_at)
     assert store.get_node_state(run_id, "zzz") is None
 
 
@@ -51,7 +53,7 @@ def test_progress_update_moves_pending_to_running(store: WorkflowStore, run_id: 
     second = store.set_node_state(run_id, "a", progress=0.7)
     assert second.progress == 0.7 and second.status is WorkflowNodeStatus.RUNNING
     assert second.started_at == first.started_at
-    assert store.get_node_state(run_id, "a").progress == 0.7
+    assert present(store.get_node_state(run_id, "a")).progress == 0.7
 
 
 def test_only_given_fields_change(store: WorkflowStore, run_id: str) -> None:
@@ -63,7 +65,7 @@ def test_only_given_fields_change(store: WorkflowStore, run_id: str) -> None:
 def test_messages_stored_as_json(store: WorkflowStore, run_id: str) -> None:
     text = ["Step 1", "Step 2", 'quote " and \\ and %s and :name and ✓']
     state = store.set_node_state(run_id, "a", messages=text)
-    assert state.messages == text and store.get_node_state(run_id, "a").messages == text
+    assert state.messages == text and present(store.get_node_state(run_id, "a")).messages == text
     assert state.status is WorkflowNodeStatus.PENDING
 
 
@@ -82,7 +84,7 @@ def test_reentering_running_resets_timestamps(store: WorkflowStore, run_id: str)
     again = store.set_node_state(run_id, "a", status="completed")
     assert again.completed_at == done.completed_at  # entering, not staying, sets it
     retry = store.set_node_state(run_id, "a", status="running")
-    assert retry.started_at > running.started_at and retry.completed_at is None
+    assert present(retry.started_at) > present(running.started_at) and retry.completed_at is None
 
 
 def test_append_node_message(store: WorkflowStore, run_id: str) -> None:
@@ -93,12 +95,12 @@ def test_append_node_message(store: WorkflowStore, run_id: str) -> None:
     assert fresh.status is WorkflowNodeStatus.PENDING and fresh.messages == ["first"]
 
 
-def test_append_node_message_respects_size_cap(db, run_id: str) -> None:
+def test_append_node_message_respects_size_cap(db: Database, run_id: str) -> None:
     small = WorkflowStore(db, max_json_bytes=64)
     small.append_node_message(run_id, "a", "x" * 40)
     with pytest.raises(ValidationError, match="max_json_bytes"):
         small.append_node_message(run_id, "a", "y" * 30)
-    assert small.get_node_state(run_id, "a").messages == ["x" * 40]
+    assert present(small.get_node_state(run_id, "a")).messages == ["x" * 40]
 
 
 @pytest.mark.parametrize(
@@ -114,7 +116,9 @@ def test_append_node_message_respects_size_cap(db, run_id: str) -> None:
         ({"error": "nul\x00byte"}, "NUL"),
     ],
 )
-def test_bad_node_input_writes_nothing(store: WorkflowStore, run_id: str, kwargs: dict, message: str) -> None:
+def test_bad_node_input_writes_nothing(
+    store: WorkflowStore, run_id: str, kwargs: dict[str, Any], message: str
+) -> None:
     before = store.list_node_states(run_id)
     with pytest.raises(ValidationError, match=message):
         store.set_node_state(run_id, "a", **kwargs)
@@ -132,5 +136,5 @@ def test_node_state_of_unknown_run_is_integrity_error(store: WorkflowStore) -> N
 def test_many_node_state_updates(store: WorkflowStore, run_id: str) -> None:
     for step in range(1, 1001):
         store.set_node_state(run_id, "b", progress=step / 1000)
-    state = store.get_node_state(run_id, "b")
+    state = present(store.get_node_state(run_id, "b"))
     assert state.progress == 1.0 and state.status is WorkflowNodeStatus.RUNNING

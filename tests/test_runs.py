@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import graph_structure, make_graph
+from factories import graph_structure, make_graph, present
 
 from workflow_db import (
     ConflictError,
@@ -37,7 +37,7 @@ def test_create_run_persists_with_initial_node_states(store: WorkflowStore) -> N
 def test_create_run_with_project_id(store: WorkflowStore) -> None:
     graph = make_graph(store, "proj_a")
     run = store.create_run(graph.id, project_id="proj_a", id="run-1")
-    assert run.id == "run-1" and store.get_run("run-1").project_id == "proj_a"
+    assert run.id == "run-1" and present(store.get_run("run-1")).project_id == "proj_a"
     assert [r.id for r in store.list_runs(project_id="proj_a")] == ["run-1"]
 
 
@@ -118,7 +118,7 @@ def test_list_runs_updated_before_finds_untouched_runs(store: WorkflowStore) -> 
     graph = make_graph(store)
     stale = store.create_run(graph.id, status="running")
     fresh = store.create_run(graph.id, status="running")
-    cutoff = store.update_run_status(fresh.id, last_message="heartbeat").updated_at
+    cutoff = present(store.update_run_status(fresh.id, last_message="heartbeat")).updated_at
     orphans = store.list_runs(status="running", updated_before=cutoff)
     assert [r.id for r in orphans] == [stale.id]
     assert store.count_runs(updated_before=cutoff + timedelta(microseconds=1)) == 2
@@ -144,7 +144,7 @@ def test_pagination_visits_every_run_once_in_order(store: WorkflowStore) -> None
 def test_update_run_status_persists(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
-    updated = store.update_run_status(run.id, status=WorkflowRunStatus.RUNNING)
+    updated = present(store.update_run_status(run.id, status=WorkflowRunStatus.RUNNING))
     assert updated.status is WorkflowRunStatus.RUNNING and updated.finished_at is None
     assert updated.updated_at > run.updated_at and updated.started_at == run.started_at
     assert store.get_run(run.id) == updated
@@ -153,14 +153,14 @@ def test_update_run_status_persists(store: WorkflowStore) -> None:
 def test_update_run_with_finished_flag(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id, status="running")
-    done = store.update_run_status(run.id, status=WorkflowRunStatus.COMPLETED, finished=True)
+    done = present(store.update_run_status(run.id, status=WorkflowRunStatus.COMPLETED, finished=True))
     assert done.status is WorkflowRunStatus.COMPLETED and done.finished_at is not None
-    assert store.get_run(run.id).finished_at == done.finished_at
-    again = store.update_run_status(run.id, status="failed")
+    assert present(present(store.get_run(run.id))).finished_at == done.finished_at
+    again = present(store.update_run_status(run.id, status="failed"))
     assert again.finished_at == done.finished_at  # the first finished_at is kept
-    reopened = store.update_run_status(run.id, status="running")
+    reopened = present(store.update_run_status(run.id, status="running"))
     assert reopened.finished_at is None  # leaving a terminal status clears it
-    flagged = store.update_run_status(run.id, finished=True)
+    flagged = present(store.update_run_status(run.id, finished=True))
     assert flagged.status is WorkflowRunStatus.RUNNING and flagged.finished_at is not None
 
 
@@ -168,9 +168,9 @@ def test_update_run_last_message_and_output(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
     store.update_run_status(run.id, last_message="Processing...")
-    assert store.get_run(run.id).last_message == "Processing..."
+    assert present(store.get_run(run.id)).last_message == "Processing..."
     store.update_run_status(run.id, output={"rows": [1, 2]})
-    fetched = store.get_run(run.id)
+    fetched = present(store.get_run(run.id))
     assert fetched.output == {"rows": [1, 2]} and fetched.last_message == "Processing..."
     assert fetched.status is WorkflowRunStatus.PENDING
 
@@ -186,7 +186,7 @@ def test_update_nonexistent_run_returns_none(store: WorkflowStore) -> None:
 def test_update_run_status_compare_and_set(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
-    claimed = store.update_run_status(run.id, "running", expected_status="pending")
+    claimed = present(store.update_run_status(run.id, "running", expected_status="pending"))
     assert claimed.status is WorkflowRunStatus.RUNNING
     with pytest.raises(ConflictError, match="running, not the expected pending"):
         store.update_run_status(run.id, "completed", expected_status="pending")
@@ -210,7 +210,7 @@ def test_update_run_status_bad_input_writes_nothing(store: WorkflowStore) -> Non
 def test_updated_at_grows_strictly_on_runs(store: WorkflowStore) -> None:
     graph = make_graph(store)
     run = store.create_run(graph.id)
-    stamps = [run.updated_at] + [store.update_run_status(run.id).updated_at for _ in range(30)]
+    stamps = [run.updated_at] + [present(store.update_run_status(run.id)).updated_at for _ in range(30)]
     assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
@@ -223,7 +223,7 @@ def test_runs_keep_their_graph_version(store: WorkflowStore) -> None:
     assert old_run.workflow_version == 1 and new_run.workflow_version == 2
     assert [s.node_id for s in store.list_node_states(old_run.id)] == ["a", "b"]
     assert [s.node_id for s in store.list_node_states(new_run.id)] == ["x", "y", "z"]
-    assert store.get_graph(graph.id, version=old_run.workflow_version).graph == graph.graph
+    assert present(store.get_graph(graph.id, version=old_run.workflow_version)).graph == graph.graph
 
 
 def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None:
@@ -232,10 +232,10 @@ def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None
     done = [store.create_run(graph_a.id, status="completed") for _ in range(5)]
     other_project = store.create_run(graph_b.id, status="failed")
     running = store.create_run(graph_a.id, status="running")
-    flagged = store.update_run_status(running.id, finished=True)  # finished_at set, not terminal
+    flagged = present(store.update_run_status(running.id, finished=True))  # finished_at set, not terminal
     cutoff = datetime.now(UTC)
     late = store.create_run(graph_a.id, status="cancelled")
-    assert late.finished_at > cutoff
+    assert present(late.finished_at) > cutoff
     assert store.prune_runs(cutoff - timedelta(days=1)) == 0
     assert store.prune_runs(cutoff, project_id="proj_a", batch_size=2) == 5
     assert store.get_run(late.id) is not None
@@ -261,17 +261,17 @@ def test_records_behave_like_frozen_dataclasses(store: WorkflowStore) -> None:
     run = store.create_run(graph.id, {"k": [1, 2]})
     listed = store.list_runs()[0]
     assert listed == run and repr(listed) == repr(run)
-    assert dataclasses.asdict(store.get_run(run.id)) == dataclasses.asdict(run)
+    assert dataclasses.asdict(present(store.get_run(run.id))) == dataclasses.asdict(run)
     assert pickle.loads(pickle.dumps(store.get_run(run.id))) == run
     assert copy.deepcopy(store.get_run(run.id)) == run
-    assert dataclasses.replace(store.get_run(run.id), last_message="x").last_message == "x"
+    assert dataclasses.replace(present(store.get_run(run.id)), last_message="x").last_message == "x"
     with pytest.raises(dataclasses.FrozenInstanceError):
         listed.status = WorkflowRunStatus.FAILED  # type: ignore[misc]
     with pytest.raises(AttributeError, match="no attribute 'stauts'"):
-        _ = store.get_run(run.id).stauts  # type: ignore[attr-defined]
+        _ = present(store.get_run(run.id)).stauts  # type: ignore[attr-defined]
     state = store.list_node_states(run.id)[0]
     assert state == store.get_node_state(run.id, "a") and state.status is WorkflowNodeStatus.PENDING
-    shared = store.get_run(run.id)
+    shared = present(store.get_run(run.id))
     seen: list[object] = []
     threads = [threading.Thread(target=lambda: seen.append(shared.input)) for _ in range(8)]
     for thread in threads:

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from factories import graph_structure, make_graph
+from factories import graph_structure, make_graph, present
 
 from workflow_db import (
     IntegrityError,
@@ -30,7 +30,7 @@ def test_transaction_commits_together(store: WorkflowStore) -> None:
         run = store.create_run(graph.id)
         store.set_node_state(run.id, "a", progress=0.5)
         assert store.get_run(run.id) == run  # reads inside see the transaction's writes
-    assert store.get_node_state(run.id, "a").progress == 0.5
+    assert present(store.get_node_state(run.id, "a")).progress == 0.5
 
 
 def test_exception_rolls_everything_back(store: WorkflowStore) -> None:
@@ -46,7 +46,7 @@ def test_exception_rolls_everything_back(store: WorkflowStore) -> None:
     assert store.get_run(run.id) == run
     assert store.get_run("second") is None
     assert store.get_graph(graph.id) == graph
-    assert store.get_node_state(run.id, "a").status is WorkflowNodeStatus.PENDING
+    assert present(store.get_node_state(run.id, "a")).status is WorkflowNodeStatus.PENDING
 
 
 def test_failed_call_inside_transaction_writes_nothing_of_its_own(store: WorkflowStore) -> None:
@@ -56,7 +56,7 @@ def test_failed_call_inside_transaction_writes_nothing_of_its_own(store: Workflo
         with pytest.raises(IntegrityError):
             store.create_run(graph.id, id=run.id)
         store.update_run_status(run.id, "running")
-    assert store.get_run(run.id).status is WorkflowRunStatus.RUNNING
+    assert present(store.get_run(run.id)).status is WorkflowRunStatus.RUNNING
     assert store.count_runs() == 1
 
 
@@ -91,6 +91,6 @@ def test_restart_keeps_everything(db_url: str) -> None:
     subprocess.run([sys.executable, "-c", script], check=True)
     with connect(db_url) as db:
         store = WorkflowStore(db)
-        assert store.get_run(run.id).status is WorkflowRunStatus.COMPLETED
-        assert store.get_node_state(run.id, "b").status is WorkflowNodeStatus.COMPLETED
+        assert present(store.get_run(run.id)).status is WorkflowRunStatus.COMPLETED
+        assert present(store.get_node_state(run.id, "b")).status is WorkflowNodeStatus.COMPLETED
         assert store.get_run("after-restart") is not None
