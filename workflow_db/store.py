@@ -7,6 +7,7 @@ which database it talks to.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -618,11 +619,21 @@ def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _select(base: str, where: list[str], order: str, limit: int | None, params: dict[str, Any]) -> str:
+    """The statement ``base WHERE ... order LIMIT :limit``; adds ``limit`` to ``params`` if given."""
+    if limit is not None:
+        params["limit"] = limit
+    return _statement(base, tuple(where), order, limit is not None)
+
+
+@functools.cache
+def _statement(base: str, where: tuple[str, ...], order: str, limited: bool) -> str:
+    # One text per shape of filters, built once: the same str object every call,
+    # so its hash is cached for the prepare cache and the driver's statement cache.
+    # The filters are fixed texts (at most five status placeholders): a few dozen shapes in all.
     sql = base
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += order
-    if limit is not None:
+    if limited:
         sql += " LIMIT :limit"
-        params["limit"] = limit
     return sql
