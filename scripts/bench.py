@@ -5,14 +5,17 @@
 
 The database must be empty (it is migrated here). The script loads SPEC.md's
 data set (``--runs`` runs over 100 projects, 10 nodes each) through the store,
-times every call (median and p95 in ms), times the bare driver running the
-same SQL and fetching plain tuples, then bulk-loads the scale set (``--scale``
-runs) and times the same pages again. It prints a Markdown table.
+times every call (median and p95 in ms) and the bare driver running the same
+SQL and fetching plain tuples. Then it copies the database (the reference),
+bulk-loads the scale set (``--scale`` runs) into the original and times the
+pages of 50 on both in the same rounds, so a slow minute of the machine
+cannot pass for the cost of a million runs. It prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import os
@@ -23,9 +26,10 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
@@ -181,19 +185,33 @@ def settle(db: Database, bare: BareDriver) -> None:
         bare.connection.execute(statement)
 
 
-def measure_pages(report: Report, bench: Bench, label: str, workflow_id: str) -> None:
-    """One page of 50 by project, by status and by workflow."""
-    filters: dict[str, tuple[dict[str, Any], str]] = {
-        "project": ({"project_id": "proj_7"}, "project_id = :project_id"),
-        "status": ({"status": "running"}, "status = :status"),
-        "workflow": ({"workflow_id": workflow_id}, "workflow_id = :workflow_id"),
-    }
-    for name, (kwargs, where) in filters.items():
-        sql = f"{q.LIST_RUNS} WHERE {where}{q.RUN_ORDER} LIMIT :limit"
-        page = functools.partial(bench.store.list_runs, **kwargs, limit=PAGE)
-        bench.compare(
-            report, f"list_runs page of {PAGE} by {name} ({label})", page, sql, {**kwargs, "limit": PAGE}
-        )
+def measure_pages(report: Report, benches: dict[str, Bench], workflow_ids: dict[str, str]) -> None:
+    """One page of 50 by project, by status and by workflow, on every database in the same rounds.
+
+    ``benches`` maps a label (the data set's size) to its bench; ``workflow_ids``
+    maps it to the workflow whose runs to page through.
+    """
+    for name in ("project", "status", "workflow"):
+        calls: list[Callable[[], object]] = []
+        for label, bench in benches.items():
+            filters = {
+                "project": {"project_id": "proj_7"},
+                "status": {"status": "running"},
+                "workflow": {"workflow_id": workflow_ids[label]},
+            }[name]
+            (column,) = filters
+            sql = f"{q.LIST_RUNS} WHERE {column} = :{column}{q.RUN_ORDER} LIMIT :limit"
+            calls.append(functools.partial(bench.store.list_runs, **filters, limit=PAGE))  # type: ignore[arg-type]
+            calls.append(functools.partial(bench.bare.fetch, sql, {**filters, "limit": PAGE}))
+        timings = timed(*calls, repeat=next(iter(benches.values())).repeat)
+        medians = []
+        for index, label in enumerate(benches):
+            store, bare = timings[2 * index], timings[2 * index + 1]
+            report.add(f"list_runs page of {PAGE} by {name} ({label})", store, bare)
+            medians.append(store[0])
+        if len(medians) == 2:
+            labels = list(benches)
+            report.note(f"page by {name}: {labels[1]} / {labels[0]}", f"{medians[1] / medians[0]:.2f}x")
 
 
 class Bench:
@@ -250,7 +268,6 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         f"{q.LIST_RUNS} WHERE project_id = :project_id{q.RUN_ORDER}",
         by_project,
     )
-    measure_pages(report, bench, f"{runs // 1000}k runs", graphs[7].id)
     bench.compare(
         report,
         "count_runs(project_id)",
@@ -324,8 +341,8 @@ def measure_memory(report: Report, store: WorkflowStore) -> None:
     report.note(f"peak memory of list_runs() over {store.count_runs()} runs", f"{peak / 2**20:.1f} MiB")
 
 
-def measure_scale(report: Report, bench: Bench, url: str, count: int) -> None:
-    """Bulk-load ``count`` more runs, then time the same pages again."""
+def measure_scale(report: Report, bench: Bench, reference: Bench, url: str, count: int) -> None:
+    """Bulk-load ``count`` more runs, then time the pages on it and on the ``reference`` copy."""
     store, db = bench.store, bench.store.db
     scale_graphs = [
         store.create_graph(WorkflowGraph(f"proj_{project}", "scale", {"nodes": []}))
@@ -334,7 +351,66 @@ def measure_scale(report: Report, bench: Bench, url: str, count: int) -> None:
     progress(f"bulk-loading the scale set: {count} runs")
     bulk_load_runs(db, url, scale_graphs, count)
     settle(db, bench.bare)
-    measure_pages(report, bench, f"{store.count_runs() // 1000}k runs", scale_graphs[7].id)
+    runs, reference_runs = store.count_runs(), reference.store.count_runs()
+    reference_workflow = reference.store.list_runs(project_id="proj_7", limit=1)[0].workflow_id
+    measure_pages(
+        report,
+        {_size(reference_runs): reference, _size(runs): bench},
+        {_size(reference_runs): reference_workflow, _size(runs): scale_graphs[7].id},
+    )
+
+
+def _size(runs: int) -> str:
+    return f"{runs:,} runs"
+
+
+@contextlib.contextmanager
+def open_bench(url: str, repeat: int) -> Iterator[Bench]:
+    """A store and its bare-driver twin on ``url``, closed on exit."""
+    with connect(url) as db:
+        bare = BareDriver(db, url)
+        try:
+            yield Bench(WorkflowStore(db), bare, repeat)
+        finally:
+            bare.close()
+
+
+def copy_database(url: str) -> str:
+    """Copy the database at ``url`` (nobody may be connected to a PostgreSQL one); return the copy's URL."""
+    if url.startswith("sqlite:"):
+        path = url.partition(":///")[2] + ".reference"
+        drop_database(f"sqlite:///{path}")
+        with contextlib.closing(sqlite3.connect(url.partition(":///")[2])) as source:
+            source.execute("VACUUM INTO ?", (path,))
+        return f"sqlite:///{path}"
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(f"{name}_reference")))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(f"{name}_reference"), sql.Identifier(name)
+            )
+        )
+    return urlunsplit(parts._replace(path=f"/{name}_reference"))
+
+
+def drop_database(url: str) -> None:
+    """Remove a copy made by :func:`copy_database`."""
+    if url.startswith("sqlite:"):
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(url.partition(":///")[2] + suffix)
+        return
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(parts.path.lstrip("/"))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
     args = parser.parse_args(argv)
 
+    report = Report()
     with connect(args.url) as db:
         upgrade(db)
         store = WorkflowStore(db)
@@ -353,7 +430,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("the database already holds runs: give the benchmark an empty one")
         bare = BareDriver(db, args.url)
         bench = Bench(store, bare, args.repeat)
-        report = Report()
         progress(f"loading {args.runs} runs over {PROJECTS} projects")
         graphs = load_spec_data(store, args.runs)
         settle(db, bare)
@@ -361,10 +437,21 @@ def main(argv: list[str] | None = None) -> int:
         wide_run = measure_node_states(report, bench)
         measure_writes(report, bench, graphs[1], some_run, wide_run)
         measure_memory(report, store)
-        if args.scale:
-            measure_scale(report, bench, args.url, args.scale)
+        if not args.scale:
+            size = _size(store.count_runs())
+            measure_pages(report, {size: bench}, {size: graphs[7].id})
         bare.close()
         dialect = db.dialect
+    if args.scale:
+        reference_url = copy_database(args.url)
+        try:
+            with (
+                open_bench(args.url, args.repeat) as bench,
+                open_bench(reference_url, args.repeat) as reference,
+            ):
+                measure_scale(report, bench, reference, args.url, args.scale)
+        finally:
+            drop_database(reference_url)
     version = sqlite3.sqlite_version if dialect == "sqlite" else "PostgreSQL"
     report.print(
         f"workflow_db benchmark on {dialect} ({version}): {platform.node()}, {platform.machine()}, "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import psycopg
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -24,3 +27,36 @@ def test_demo_drives_a_run_to_completion(blank_url: str, tmp_path: Path) -> None
         ["transform", "completed", "1.00"],
         ["load", "completed", "1.00"],
     ]
+
+
+def test_bench_times_pages_on_both_sizes_in_the_same_rounds(blank_url: str, tmp_path: Path) -> None:
+    arguments = ["--url", blank_url, "--runs", "200", "--scale", "1000", "--repeat", "1"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench.py"), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    assert "list_runs() all 200" in rows and "get_run" in rows and "100 threads x 10 create_run" in rows
+    for name in ("project", "status", "workflow"):
+        sizes = [
+            int(size.replace(",", ""))
+            for size in re.findall(rf"by {name} \(([\d,]+) runs\) \|", result.stdout)
+        ]
+        assert len(sizes) == 2 and sizes[1] - sizes[0] == 1000  # the reference copy, then with the scale set
+        assert f"page by {name}: {sizes[1]:,} runs / {sizes[0]:,} runs" in rows
+    assert _databases_named_like(blank_url, "reference") == []  # the copy is gone
+
+
+def _databases_named_like(url: str, part: str) -> list[str]:
+    if url.startswith("sqlite:"):
+        return [path.name for path in Path(url.partition(":///")[2]).parent.iterdir() if part in path.name]
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0", (part,))
+        return [str(name) for (name,) in rows]
