@@ -378,39 +378,49 @@ def open_bench(url: str, repeat: int) -> Iterator[Bench]:
 def copy_database(url: str) -> str:
     """Copy the database at ``url`` (nobody may be connected to a PostgreSQL one); return the copy's URL."""
     if url.startswith("sqlite:"):
-        path = url.partition(":///")[2] + ".reference"
-        drop_database(f"sqlite:///{path}")
+        copy_url = f"{url}.reference"
+        drop_database(copy_url)
         with contextlib.closing(sqlite3.connect(url.partition(":///")[2])) as source:
-            source.execute("VACUUM INTO ?", (path,))
-        return f"sqlite:///{path}"
-    import psycopg
+            source.execute("VACUUM INTO ?", (copy_url.partition(":///")[2],))
+        return copy_url
     from psycopg import sql
 
     parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(f"{name}_reference")))
+    copy_url = urlunsplit(parts._replace(path=f"{parts.path}_reference"))
+    drop_database(copy_url)
+    with _postgres_admin(url) as admin:
         admin.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(f"{name}_reference"), sql.Identifier(name)
+                sql.Identifier(_database_name(copy_url)), sql.Identifier(_database_name(url))
             )
         )
-    return urlunsplit(parts._replace(path=f"/{name}_reference"))
+    return copy_url
 
 
 def drop_database(url: str) -> None:
-    """Remove a copy made by :func:`copy_database`."""
+    """Remove a copy made by :func:`copy_database` (nothing if it is not there)."""
     if url.startswith("sqlite:"):
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(url.partition(":///")[2] + suffix)
         return
-    import psycopg
     from psycopg import sql
 
-    parts = urlsplit(url)
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(parts.path.lstrip("/"))))
+    with _postgres_admin(url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(_database_name(url))))
+
+
+@contextlib.contextmanager
+def _postgres_admin(url: str) -> Iterator[Any]:
+    """An autocommit connection to the ``postgres`` database of the server ``url`` names."""
+    import psycopg
+
+    with psycopg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")), autocommit=True) as admin:
+        yield admin
+
+
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
 
 
 def main(argv: list[str] | None = None) -> int:

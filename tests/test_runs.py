@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -14,11 +15,13 @@ from workflow_db import (
     IntegrityError,
     ValidationError,
     WorkflowNodeStatus,
+    WorkflowRun,
     WorkflowRunStatus,
     WorkflowStore,
     connect,
 )
 from workflow_db.dialects.base import fetch_one, fetch_rowcount
+from workflow_db.models import LazyFields, LazyRecords
 
 
 def test_create_run_persists_with_initial_node_states(store: WorkflowStore) -> None:
@@ -253,7 +256,6 @@ def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None
 
 def test_records_behave_like_frozen_dataclasses(store: WorkflowStore) -> None:
     import copy
-    import dataclasses
     import pickle
     import threading
 
@@ -312,3 +314,14 @@ def test_timestamps_are_utc_whatever_the_session_time_zone(pg_server: PostgresSe
             assert db.read("SHOW timezone", (), fetch_one) == ("Asia/Kolkata",)
     finally:
         server.drop_database(name)
+
+
+def test_lazy_records_refuse_a_class_without_lazy_fields_or_a_second_decoder() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Plain(LazyFields):
+        value: int
+
+    with pytest.raises(TypeError, match="not decorated with @decoded_on_read"):
+        LazyRecords(Plain, lambda row: row)
+    with pytest.raises(TypeError, match="WorkflowRun already has a row decoder"):
+        LazyRecords(WorkflowRun, lambda row: row)

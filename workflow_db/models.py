@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import json
 import math
@@ -157,11 +156,10 @@ class LazyRecords(Generic[LazyRecord]):
     """
 
     def __init__(self, cls: type[LazyRecord], decode: Decoder) -> None:
-        if not isinstance(getattr(cls, _field_names(cls)[0]), _DecodeOnRead):
+        if not isinstance(vars(cls).get(_field_names(cls)[0]), _DecodeOnRead):
             raise TypeError(f"{cls.__name__} is not decorated with @decoded_on_read")
         if _DECODERS.setdefault(cls, decode) is not decode:
             raise TypeError(f"{cls.__name__} already has a row decoder")
-        self._new_records = functools.partial(map, object.__new__)
         self._cls = cls
 
     def one(self, row: Row) -> LazyRecord:
@@ -172,7 +170,7 @@ class LazyRecords(Generic[LazyRecord]):
 
     def many(self, rows: Sequence[Row]) -> list[LazyRecord]:
         """The records of ``rows``, in order."""
-        records: list[LazyRecord] = list(self._new_records(itertools.repeat(self._cls, len(rows))))
+        records: list[LazyRecord] = list(map(object.__new__, itertools.repeat(self._cls, len(rows))))
         collections.deque(map(_set_row, records, rows), maxlen=0)  # consume: sets every row
         return records
 

@@ -133,19 +133,13 @@ class SQLiteDatabase(Database):
     # about 10 us in all, and a Session object per call was a tenth of it.
 
     def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        idle = self._idle_readers
+        connection = self._take_reader()
         try:
-            connection = idle.pop()  # list.pop and append are atomic: no lock needed
-        except IndexError:
-            connection = self._open(reader=True)
-        try:
-            return fetch(connection.execute(self._prepared.get(sql) or self.prepare(sql), params))
+            return fetch(connection.execute(self.prepare(sql), params))
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
         finally:
-            idle.append(connection)
-            if self._closed:
-                self._close_readers()
+            self._return_reader(connection)
 
     def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         # One statement in autocommit mode is atomic, and SQLite takes the write
