@@ -280,7 +280,7 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         report,
         "get_run",
         lambda: store.get_run(some_run.id),
-        q.GET_RUN,
+        q.GET_RUN.any_project,
         {"id": some_run.id},
         bench.repeat * 4,
     )
@@ -300,7 +300,7 @@ def measure_node_states(report: Report, bench: Bench) -> WorkflowRun:
         report,
         "list_node_states (100 nodes)",
         lambda: store.list_node_states(run.id),
-        q.LIST_NODE_STATES,
+        q.LIST_NODE_STATES.any_project,
         {"run_id": run.id},
     )
     return run

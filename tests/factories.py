@@ -11,6 +11,9 @@ from workflow_db import WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
+SHIPPED_VERSIONS = [1, 2]
+"""The migrations sql/ ships, in order."""
+
 
 def graph_structure(*node_ids: str, **extra: Any) -> dict[str, Any]:
     """A graph with the given nodes chained by edges, plus any extra keys."""

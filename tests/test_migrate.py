@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import present
+from factories import SHIPPED_VERSIONS, present
 from schema_info import describe
 
 from workflow_db import Database, MigrationError, connect
 from workflow_db.migrate import checksum, main, plan, status, upgrade
-
-SHIPPED_VERSIONS = [1]
 
 TABLE = {
     "sqlite": "CREATE TABLE {name} (id INTEGER PRIMARY KEY);",
@@ -119,7 +117,10 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         assert describe(db) == before
         assert applied_versions(db) == SHIPPED_VERSIONS
         rows = status(db)
-    assert [(r.version, r.name, r.state, r.checksum_ok) for r in rows] == [(1, "initial", "applied", True)]
+    assert [(r.version, r.name, r.state, r.checksum_ok) for r in rows] == [
+        (1, "initial", "applied", True),
+        (2, "service_statuses_and_heartbeats", "applied", True),
+    ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
 
@@ -226,7 +227,7 @@ def test_plan_writes_nothing(blank_url: str, dialect: str, tmp_path: Path) -> No
     with connect(blank_url) as db:
         assert [m.version for m in plan(db)] == SHIPPED_VERSIONS
         assert table_names(db) == set()  # not even the version table
-        assert [r.state for r in status(db)] == ["pending"]
+        assert [r.state for r in status(db)] == ["pending"] * len(SHIPPED_VERSIONS)
         upgrade(db)
         assert plan(db) == []
 
@@ -290,7 +291,7 @@ def test_cli_up_status_plan(blank_url: str, capsys: pytest.CaptureFixture[str]) 
     assert main(["--url", blank_url, "status"]) == 0
     assert "pending" in capsys.readouterr().out
     assert main(["--url", blank_url]) == 0
-    assert "applied 1 migration(s): [1]" in capsys.readouterr().out
+    assert f"applied {len(SHIPPED_VERSIONS)} migration(s): {SHIPPED_VERSIONS}" in capsys.readouterr().out
     assert main(["--url", blank_url, "up"]) == 0
     assert "applied 0 migration(s)" in capsys.readouterr().out
     assert main(["--url", blank_url, "status"]) == 0
@@ -408,5 +409,5 @@ def test_installed_wheel_migrates_from_another_directory(tmp_path: Path) -> None
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert "applied 1 migration(s)" in result.stdout
+    assert f"applied {len(SHIPPED_VERSIONS)} migration(s)" in result.stdout
     assert (elsewhere / "deployed.db").exists()

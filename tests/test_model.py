@@ -27,7 +27,6 @@ from workflow_db import (
     ConflictError,
     GraphInUseError,
     IntegrityError,
-    ValidationError,
     WorkflowGraph,
     WorkflowNodeState,
     WorkflowRun,
@@ -236,7 +235,7 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
                 return
             graph = self.model.graphs[graph_id]
             if project is not None and project != graph.project_id:
-                with pytest.raises(ValidationError):
+                with pytest.raises(IntegrityError, match="workflow_id: no graph"):
                     store.create_run(graph_id, run_input, status=status, project_id=project)
                 return
             run = store.create_run(graph_id, run_input, status=status, project_id=project)

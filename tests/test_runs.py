@@ -44,11 +44,15 @@ def test_create_run_with_project_id(store: WorkflowStore) -> None:
     assert [r.id for r in store.list_runs(project_id="proj_a")] == ["run-1"]
 
 
-def test_create_run_project_mismatch_writes_nothing(store: WorkflowStore) -> None:
+def test_create_run_with_a_graph_of_another_project_is_like_an_unknown_graph(store: WorkflowStore) -> None:
     graph = make_graph(store, "proj_a")
     store.ensure_project("proj_b")
-    with pytest.raises(ValidationError, match="project_id"):
+    with pytest.raises(IntegrityError) as other_project:
         store.create_run(graph.id, project_id="proj_b")
+    with pytest.raises(IntegrityError) as unknown:
+        store.create_run("wf_missing", project_id="proj_b")
+    assert str(other_project.value) == str(unknown.value).replace("wf_missing", graph.id)
+    assert "proj_a" not in str(other_project.value)
     assert store.count_runs() == 0
 
 
@@ -69,7 +73,7 @@ def test_duplicate_run_id_is_integrity_error(store: WorkflowStore) -> None:
 @pytest.mark.parametrize("bad", ["exploded", "", 3, None])
 def test_invalid_status_is_validation_error(store: WorkflowStore, bad: object) -> None:
     graph = make_graph(store)
-    with pytest.raises(ValidationError, match="pending, running, completed, failed, cancelled"):
+    with pytest.raises(ValidationError, match="pending, running, paused, completed, failed, cancelled"):
         store.create_run(graph.id, status=bad)  # type: ignore[arg-type]
     assert store.count_runs() == 0
 

@@ -29,7 +29,8 @@ def test_transaction_commits_together(store: WorkflowStore) -> None:
         graph = store.create_graph(WorkflowGraph("p", "g", graph_structure("a")))
         run = store.create_run(graph.id)
         store.set_node_state(run.id, "a", progress=0.5)
-        assert store.get_run(run.id) == run  # reads inside see the transaction's writes
+        inside = present(store.get_run(run.id))  # reads inside see the transaction's writes
+        assert inside.id == run.id and inside.updated_at > run.updated_at  # the node write's heartbeat
     assert present(store.get_node_state(run.id, "a")).progress == 0.5
 
 

@@ -232,7 +232,7 @@ def _apply(db: Database, session: Session, migration: Migration) -> bool:
     started = time.perf_counter()
     try:
         if migration.transactional:
-            with session.transaction():
+            with db.migration_transaction(session):
                 db.check_migration_lock(session)
                 if migration.version in _read_applied(db, session):
                     return False

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from enum import Enum, StrEnum
+from typing import Any, Generic, TypeVar, cast
 
 from .errors import ValidationError
 
@@ -22,27 +22,40 @@ class WorkflowRunStatus(StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
 class WorkflowNodeStatus(StrEnum):
-    """Status of one node within a run; COMPLETED, FAILED and SKIPPED are terminal."""
+    """Status of one node within a run; COMPLETED, FAILED, SKIPPED and CANCELLED are terminal."""
 
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 TERMINAL_RUN_STATUSES = frozenset(
     {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
 )
 TERMINAL_NODE_STATUSES = frozenset(
-    {WorkflowNodeStatus.COMPLETED, WorkflowNodeStatus.FAILED, WorkflowNodeStatus.SKIPPED}
+    {
+        WorkflowNodeStatus.COMPLETED,
+        WorkflowNodeStatus.FAILED,
+        WorkflowNodeStatus.SKIPPED,
+        WorkflowNodeStatus.CANCELLED,
+    }
 )
+
+STATUS_ALIASES: dict[type[StrEnum], dict[str, StrEnum]] = {
+    WorkflowRunStatus: {},
+    WorkflowNodeStatus: {"idle": WorkflowNodeStatus.PENDING},
+}
+"""Values of the legacy service's enums that differ from ours: its node status ``idle`` is PENDING."""
 
 
 Record = TypeVar("Record")
@@ -279,13 +292,33 @@ def stored_time(value: str | datetime) -> datetime:
 StatusEnum = TypeVar("StatusEnum", WorkflowRunStatus, WorkflowNodeStatus)
 
 
+def _status_lookup(kind: type[StrEnum]) -> dict[str, StrEnum]:
+    table: dict[str, StrEnum] = {member.value: member for member in kind}
+    table.update(STATUS_ALIASES[kind])
+    return table
+
+
+_STATUS_LOOKUP: dict[type, dict[str, Any]] = {
+    WorkflowRunStatus: _status_lookup(WorkflowRunStatus),
+    WorkflowNodeStatus: _status_lookup(WorkflowNodeStatus),
+}
+
+
 def to_status(kind: type[StatusEnum], value: object, field: str = "status") -> StatusEnum:
-    """Return ``value`` (a member or its value) as a member of ``kind``."""
-    try:
-        return kind(value)  # type: ignore[arg-type]
-    except ValueError:
+    """Return ``value`` as a member of ``kind``.
+
+    ``value`` is a member, a string, or a member of any ``str`` enum (the
+    service's own) whose value is a known status or alias (``idle``).
+    """
+    if type(value) is kind:
+        return value
+    key = value.value if isinstance(value, Enum) else value
+    member = _STATUS_LOOKUP[kind].get(key) if isinstance(key, str) else None
+    if member is None:
         allowed = ", ".join(member.value for member in kind)
-        raise ValidationError(f"{field}: {value!r} is not one of {allowed}") from None
+        aliases = "".join(f" ({alias} = {target.value})" for alias, target in STATUS_ALIASES[kind].items())
+        raise ValidationError(f"{field}: {value!r} is not one of {allowed}{aliases}")
+    return cast(StatusEnum, member)
 
 
 def to_statuses(kind: type[StatusEnum], value: object, field: str = "status") -> tuple[StatusEnum, ...]:

@@ -7,10 +7,53 @@ array, and measuring it) are :class:`DialectSQL` pairs kept side by side.
 
 from __future__ import annotations
 
-from .dialects import DialectSQL
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
 
-TERMINAL_RUN_SQL = "('completed', 'failed', 'cancelled')"
-TERMINAL_NODE_SQL = "('completed', 'failed', 'skipped')"
+from .dialects import DialectSQL
+from .dialects.base import SQL
+from .models import TERMINAL_NODE_STATUSES, TERMINAL_RUN_STATUSES
+
+
+def _sql_list(statuses: Iterable[StrEnum]) -> str:
+    """``('a', 'b')``: statuses as SQL literals (partial indexes and generic plans need literals)."""
+    return "(" + ", ".join(f"'{status.value}'" for status in sorted(statuses)) + ")"
+
+
+Statement = TypeVar("Statement", bound=SQL)
+
+
+@dataclass(frozen=True)
+class Scoped(Generic[Statement]):
+    """A by-id statement in two forms: for any project, and only inside ``:project_id``.
+
+    The scope is a condition of the statement itself, so checking it costs no
+    round trip; an object of another project simply matches nothing.
+    """
+
+    any_project: Statement
+    one_project: Statement
+
+    @staticmethod
+    def of(template: str, scope: str) -> Scoped[str]:
+        """Fill ``{scope}`` in ``template`` with nothing, and with ``scope``."""
+        return Scoped(template.format(scope=""), template.format(scope=scope))
+
+    def pick(self, project_id: str | None) -> Statement:
+        """The form for ``project_id`` (None: any project)."""
+        return self.any_project if project_id is None else self.one_project
+
+
+IN_PROJECT = " AND project_id = :project_id"
+RUN_IN_PROJECT = (
+    " AND EXISTS (SELECT 1 FROM workflow_runs AS r WHERE r.id = :run_id AND r.project_id = :project_id)"
+)
+"""The scope of a node-state statement: its run belongs to the project."""
+
+TERMINAL_RUN_SQL = _sql_list(TERMINAL_RUN_STATUSES)
+TERMINAL_NODE_SQL = _sql_list(TERMINAL_NODE_STATUSES)
 OUTSIDE_GRAPH_POSITION = 2_147_483_647
 """``position`` of a node state whose node is not in the run's graph version: sorts last."""
 
@@ -35,15 +78,18 @@ INSERT_GRAPH = f"""
     VALUES (:id, :project_id, :name, :description, :graph_json, 1, :now, :now)
     RETURNING {GRAPH_COLUMNS}"""
 
-GET_GRAPH = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id = :id"
+GET_GRAPH = Scoped.of(f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id = :id{{scope}}", IN_PROJECT)
 
-GET_GRAPH_VERSION = """
+GET_GRAPH_VERSION = Scoped.of(
+    """
     SELECT g.id, g.project_id, v.name, v.description, v.graph_json, v.version,
            g.created_at, v.written_at
     FROM workflow_graph_versions AS v JOIN workflow_graphs AS g ON g.id = v.graph_id
-    WHERE v.graph_id = :id AND v.version = :version"""
+    WHERE v.graph_id = :id AND v.version = :version{scope}""",
+    " AND g.project_id = :project_id",
+)
 
-GRAPH_EXISTS = "SELECT 1 FROM workflow_graphs WHERE id = :id"
+GRAPH_EXISTS = Scoped.of("SELECT 1 FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
 
 # Guarded by the version that was read, so a concurrent edit is never overwritten unseen.
 UPDATE_GRAPH = f"""
@@ -56,15 +102,18 @@ UPDATE_GRAPH = f"""
     WHERE id = :id AND version = :read_version
     RETURNING {GRAPH_COLUMNS}"""
 
-DELETE_GRAPH = "DELETE FROM workflow_graphs WHERE id = :id"
-DELETE_GRAPH_RUNS = "DELETE FROM workflow_runs WHERE workflow_id = :id"
+DELETE_GRAPH = Scoped.of("DELETE FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
+# A graph's runs are always in its project (INSERT_RUN and the importer see to it).
+DELETE_GRAPH_RUNS = Scoped.of("DELETE FROM workflow_runs WHERE workflow_id = :id{scope}", IN_PROJECT)
 COUNT_GRAPH_RUNS = "SELECT count(*) FROM workflow_runs WHERE workflow_id = :id"
 
 LIST_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs"
 GRAPH_ORDER = " ORDER BY created_at DESC, id DESC"
 GRAPH_AFTER = "(created_at, id) < (:after_at, :after_id)"
-GRAPH_AFTER_ID = (
-    "(created_at, id) < ((SELECT created_at FROM workflow_graphs WHERE id = :after_id), :after_id)"
+# An id of another project (when scoped) reads as NULL: the page is empty and the id is checked.
+GRAPH_AFTER_ID = Scoped.of(
+    "(created_at, id) < ((SELECT created_at FROM workflow_graphs WHERE id = :after_id{scope}), :after_id)",
+    IN_PROJECT,
 )
 
 # -- runs -------------------------------------------------------------------------------
@@ -85,19 +134,20 @@ INSERT_RUN = f"""
          WHERE id = :workflow_id AND project_id = COALESCE(:project_id, project_id)),
         :workflow_id,
         (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
-        :status, :input_json, NULL, :now, :finished_at, NULL, :now)
+        :status, :input_json, NULL, :now, :finished_at, :last_message, :now)
     RETURNING {RUN_COLUMNS}"""
 
-GRAPH_PROJECT = "SELECT project_id FROM workflow_graphs WHERE id = :id"
-
-GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id"
-RUN_EXISTS = "SELECT 1 FROM workflow_runs WHERE id = :id"
+GET_RUN = Scoped.of(f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id{{scope}}", IN_PROJECT)
+RUN_EXISTS = Scoped.of("SELECT 1 FROM workflow_runs WHERE id = :id{scope}", IN_PROJECT)
 
 LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM workflow_runs"
 COUNT_RUNS = "SELECT count(*) FROM workflow_runs"
 RUN_ORDER = " ORDER BY started_at DESC, id DESC"
 RUN_AFTER = "(started_at, id) < (:after_at, :after_id)"
-RUN_AFTER_ID = "(started_at, id) < ((SELECT started_at FROM workflow_runs WHERE id = :after_id), :after_id)"
+RUN_AFTER_ID = Scoped.of(
+    "(started_at, id) < ((SELECT started_at FROM workflow_runs WHERE id = :after_id{scope}), :after_id)",
+    IN_PROJECT,
+)
 
 _UPDATE_RUN_STATUS = f"""
     UPDATE workflow_runs SET
@@ -109,9 +159,11 @@ _UPDATE_RUN_STATUS = f"""
         last_message = COALESCE(:last_message, last_message),
         output_json = COALESCE(:output_json, output_json),
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id"""
-UPDATE_RUN_STATUS = f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}"
-UPDATE_RUN_STATUS_IF = f"{_UPDATE_RUN_STATUS} AND status = :expected_status RETURNING {RUN_COLUMNS}"
+    WHERE id = :id{{scope}}"""
+UPDATE_RUN_STATUS = Scoped.of(f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}", IN_PROJECT)
+UPDATE_RUN_STATUS_IF = Scoped.of(
+    f"{_UPDATE_RUN_STATUS} AND status = :expected_status RETURNING {RUN_COLUMNS}", IN_PROJECT
+)
 
 PRUNE_RUNS = f"""
     DELETE FROM workflow_runs WHERE id IN (
@@ -132,12 +184,22 @@ _NEW_NODE_STATUS = (
 )
 _ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
 
-SET_NODE_STATE = f"""
+# The run id a node-state write inserts: scoped, NULL for a run of another
+# project, which the NOT NULL constraint refuses exactly as the foreign key
+# refuses an unknown run. Every write sets the state's updated_at; the
+# heartbeat trigger (schema 2) moves the run's updated_at with it.
+_NODE_RUN_ID = Scoped(
+    ":run_id", "(SELECT r.id FROM workflow_runs AS r WHERE r.id = :run_id AND r.project_id = :project_id)"
+)
+
+_SET_NODE_STATE = f"""
     INSERT INTO workflow_node_states AS ns
-        (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
-    VALUES (:run_id, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
-            :insert_messages_json, :insert_started_at, :insert_completed_at, :error)
+        (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
+         updated_at)
+    VALUES ({{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
+            :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now)
     ON CONFLICT (run_id, node_id) DO UPDATE SET
+        updated_at = :now,
         status = {_NEW_NODE_STATUS},
         progress = COALESCE(:progress, ns.progress),
         messages_json = COALESCE(:messages_json, ns.messages_json),
@@ -149,31 +211,48 @@ SET_NODE_STATE = f"""
                 THEN :now
             ELSE ns.completed_at END
     RETURNING {NODE_COLUMNS}"""
+SET_NODE_STATE = Scoped(
+    _SET_NODE_STATE.format(run_id=_NODE_RUN_ID.any_project),
+    _SET_NODE_STATE.format(run_id=_NODE_RUN_ID.one_project),
+)
 
 _APPEND_NODE_MESSAGE = f"""
-    INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json)
-    VALUES (:run_id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json)
-    ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}
+    INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json, updated_at)
+    VALUES ({{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}, updated_at = :now
     WHERE {{size}} + :added_bytes <= :max_bytes
     RETURNING {NODE_COLUMNS}"""
+
+
 # Appends inside the database, so concurrent appends all survive; the WHERE
 # keeps the list within max_json_bytes (no row back means it would not fit).
-APPEND_NODE_MESSAGE = DialectSQL(
-    sqlite=_APPEND_NODE_MESSAGE.format(
-        append="json_insert(ns.messages_json, '$[#]', :message)",
-        size="length(CAST(ns.messages_json AS BLOB))",
-    ),
-    postgresql=_APPEND_NODE_MESSAGE.format(
-        append="ns.messages_json || jsonb_build_array(CAST(:message AS text))",
-        size="octet_length(ns.messages_json::text)",
-    ),
+def _append_node_message(run_id: str) -> DialectSQL:
+    return DialectSQL(
+        sqlite=_APPEND_NODE_MESSAGE.format(
+            run_id=run_id,
+            append="json_insert(ns.messages_json, '$[#]', :message)",
+            size="length(CAST(ns.messages_json AS BLOB))",
+        ),
+        postgresql=_APPEND_NODE_MESSAGE.format(
+            run_id=run_id,
+            append="ns.messages_json || jsonb_build_array(CAST(:message AS text))",
+            size="octet_length(ns.messages_json::text)",
+        ),
+    )
+
+
+APPEND_NODE_MESSAGE = Scoped(
+    _append_node_message(_NODE_RUN_ID.any_project), _append_node_message(_NODE_RUN_ID.one_project)
 )
 
-GET_NODE_STATE = (
-    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id AND node_id = :node_id"
+GET_NODE_STATE = Scoped.of(
+    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id AND node_id = :node_id{{scope}}",
+    RUN_IN_PROJECT,
 )
-LIST_NODE_STATES = (
-    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id ORDER BY position, node_id"
+LIST_NODE_STATES = Scoped.of(
+    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id{{scope}} "
+    "ORDER BY position, node_id",
+    RUN_IN_PROJECT,
 )
 
 # -- the importer's bulk statements (run with executemany) ------------------------

@@ -19,6 +19,7 @@ from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
 from .models import (
+    TERMINAL_NODE_STATUSES,
     TERMINAL_RUN_STATUSES,
     JsonCodec,
     Project,
@@ -130,7 +131,7 @@ class WorkflowStore:
         try:
             row = self.db.write(q.INSERT_GRAPH, params, fetch_one)
         except IntegrityError as exc:
-            if self._exists(q.GRAPH_EXISTS, graph_id):
+            if self._exists(q.GRAPH_EXISTS.any_project, graph_id):
                 raise IntegrityError(f"id: a graph {graph_id!r} already exists") from exc
             raise IntegrityError(
                 f"project_id: no project {graph.project_id!r} (create it with ensure_project)"
@@ -138,14 +139,20 @@ class WorkflowStore:
         assert row is not None
         return graph_from_row(row)
 
-    def get_graph(self, graph_id: str, *, version: int | None = None) -> WorkflowGraph | None:
-        """The graph ``graph_id`` as it is now, or as it was at ``version``; None if absent."""
-        graph_id = check_key("graph_id", graph_id)
+    def get_graph(
+        self, graph_id: str, *, version: int | None = None, project_id: str | None = None
+    ) -> WorkflowGraph | None:
+        """The graph ``graph_id`` as it is now, or as it was at ``version``; None if absent.
+
+        ``project_id`` scopes the call: a graph of another project is absent.
+        """
+        params = _by_id(graph_id, "graph_id", project_id)
         if version is None:
-            return self._get(q.GET_GRAPH, {"id": graph_id}, graph_from_row)
+            return self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValidationError(f"version: expected a positive integer, got {version!r}")
-        return self._get(q.GET_GRAPH_VERSION, {"id": graph_id, "version": version}, graph_from_row)
+        params["version"] = version
+        return self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row)
 
     def list_graphs(
         self,
@@ -163,11 +170,11 @@ class WorkflowStore:
         if project_id is not None:
             where.append("project_id = :project_id")
             params["project_id"] = check_key("project_id", project_id)
-        after_id = self._keyset(after, _GRAPH_PAGES, where, params)
+        after_id = self._keyset(after, _GRAPH_PAGES, project_id, where, params)
         sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
-            self._check_after(_GRAPH_PAGES, after_id)
+            self._check_after(_GRAPH_PAGES, after_id, project_id)
         return [graph_from_row(row) for row in rows]
 
     def update_graph(
@@ -176,6 +183,7 @@ class WorkflowStore:
         updates: Mapping[str, Any] | None = None,
         *,
         expected_version: int | None = None,
+        project_id: str | None = None,
         **fields: Any,
     ) -> WorkflowGraph | None:
         """Change ``name``, ``description`` and/or ``graph``; None if the graph is absent.
@@ -183,7 +191,8 @@ class WorkflowStore:
         A real change bumps ``version`` (the old one stays readable with
         ``get_graph(version=N)``) and ``updated_at``; no change returns the
         graph as it is. ``expected_version`` makes it compare-and-set
-        (ConflictError on mismatch).
+        (ConflictError on mismatch). ``project_id`` scopes the call: a graph
+        of another project is absent.
         """
         graph_id = check_key("graph_id", graph_id)
         changes = _graph_changes({**(updates or {}), **fields})
@@ -195,7 +204,7 @@ class WorkflowStore:
         ):
             raise ValidationError(f"expected_version: expected an integer, got {expected_version!r}")
         for _ in range(_UPDATE_RETRIES):
-            current = self.get_graph(graph_id)
+            current = self.get_graph(graph_id, project_id=project_id)
             if current is None:
                 return None
             if expected_version is not None and current.version != expected_version:
@@ -218,20 +227,22 @@ class WorkflowStore:
             # Another writer changed the graph after we read it: decide again on its new state.
         raise ConflictError(f"graph {graph_id!r} kept changing under {_UPDATE_RETRIES} attempts")
 
-    def delete_graph(self, graph_id: str, *, cascade: bool = False) -> bool:
+    def delete_graph(self, graph_id: str, *, cascade: bool = False, project_id: str | None = None) -> bool:
         """Delete a graph and its version history; False if absent.
 
         A graph that still has runs raises GraphInUseError, unless
         ``cascade=True`` deletes those runs and their node states too.
+        ``project_id`` scopes the call: a graph of another project is absent.
         """
-        params = {"id": check_key("graph_id", graph_id)}
+        params = _by_id(graph_id, "graph_id", project_id)
         cascade = check_flag("cascade", cascade)
+        delete_graph = q.DELETE_GRAPH.pick(project_id)
         try:
             if not cascade:
-                return self.db.write(q.DELETE_GRAPH, params, fetch_rowcount) > 0
+                return self.db.write(delete_graph, params, fetch_rowcount) > 0
             with self.db.writing() as session:
-                session.run(q.DELETE_GRAPH_RUNS, params)
-                return session.run(q.DELETE_GRAPH, params) > 0
+                session.run(q.DELETE_GRAPH_RUNS.pick(project_id), params)
+                return session.run(delete_graph, params) > 0
         except IntegrityError as exc:
             row = self.db.read(q.COUNT_GRAPH_RUNS, params, fetch_one)
             runs = row[0] if row else 0
@@ -249,11 +260,13 @@ class WorkflowStore:
         project_id: str | None = None,
         status: WorkflowRunStatus | str = WorkflowRunStatus.PENDING,
         id: str | None = None,
+        last_message: str | None = None,
     ) -> WorkflowRun:
         """Start a run of the graph's current version, with a PENDING state per node.
 
-        ``project_id`` defaults to the graph's and must equal it. Raises
-        IntegrityError for an unknown workflow or a taken id.
+        ``project_id`` defaults to the graph's; given, it scopes the call (a
+        graph of another project is unknown). Raises IntegrityError for an
+        unknown workflow or a taken id.
         """
         workflow_id = check_id("workflow_id", workflow_id)
         run_status = to_status(WorkflowRunStatus, status)
@@ -267,6 +280,7 @@ class WorkflowStore:
             "input_json": self._json_param("input", input),
             "now": now,
             "finished_at": now if run_status in TERMINAL_RUN_STATUSES else None,
+            "last_message": check_text("last_message", last_message, optional=True),
         }
         try:
             row = self.db.write(q.INSERT_RUN, params, fetch_one)
@@ -279,21 +293,15 @@ class WorkflowStore:
     def _explain_refused_run(
         self, workflow_id: str, project_id: str | None, run_id: str, exc: IntegrityError
     ) -> None:
-        graph = self.db.read(q.GRAPH_PROJECT, {"id": workflow_id}, fetch_one)
-        taken = self.db.read(q.RUN_EXISTS, {"id": run_id}, fetch_one) is not None
-        if graph is None:
+        if not self._exists(q.GRAPH_EXISTS.pick(project_id), workflow_id, project_id):
+            # Word for word the same for a graph of another project: nothing reveals it exists.
             raise IntegrityError(f"workflow_id: no graph {workflow_id!r}") from exc
-        if project_id is not None and graph[0] != project_id:
-            raise ValidationError(
-                f"project_id: {project_id!r} differs from the project {graph[0]!r} "
-                f"of workflow {workflow_id!r}"
-            ) from exc
-        if taken:
+        if self._exists(q.RUN_EXISTS.any_project, run_id):
             raise IntegrityError(f"id: a run {run_id!r} already exists") from exc
 
-    def get_run(self, run_id: str) -> WorkflowRun | None:
-        """The run ``run_id``, or None."""
-        return self._get(q.GET_RUN, {"id": check_key("run_id", run_id)}, run_from_row)
+    def get_run(self, run_id: str, *, project_id: str | None = None) -> WorkflowRun | None:
+        """The run ``run_id``, or None (also for a run of another project than ``project_id``)."""
+        return self._get(q.GET_RUN.pick(project_id), _by_id(run_id, "run_id", project_id), run_from_row)
 
     def list_runs(
         self,
@@ -312,11 +320,11 @@ class WorkflowStore:
         ``after`` is the last run of the previous page (the object or its id).
         """
         where, params = self._run_filters(project_id, status, workflow_id, updated_before)
-        after_id = self._keyset(after, _RUN_PAGES, where, params)
+        after_id = self._keyset(after, _RUN_PAGES, project_id, where, params)
         sql = _select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
-            self._check_after(_RUN_PAGES, after_id)
+            self._check_after(_RUN_PAGES, after_id, project_id)
         return runs_from_rows(rows)
 
     def count_runs(
@@ -342,6 +350,7 @@ class WorkflowStore:
         last_message: str | None = None,
         output: Any = None,
         expected_status: WorkflowRunStatus | str | None = None,
+        project_id: str | None = None,
     ) -> WorkflowRun | None:
         """Change a run's status, ``last_message`` and/or ``output`` in one statement.
 
@@ -349,7 +358,8 @@ class WorkflowStore:
         one is kept); leaving a terminal status clears it. ``updated_at``
         always grows, so a call with nothing else given is a heartbeat.
         ``expected_status`` makes it compare-and-set (ConflictError on
-        mismatch). Returns None, changing nothing, if the run is absent.
+        mismatch). Returns None, changing nothing, if the run is absent (or of
+        another project than ``project_id``).
         """
         new_status = to_status(WorkflowRunStatus, status) if status is not None else None
         expected = (
@@ -358,8 +368,8 @@ class WorkflowStore:
             else None
         )
         finish = check_flag("finished", finished) or new_status in TERMINAL_RUN_STATUSES
-        params = {
-            "id": check_key("run_id", run_id),
+        params = _by_id(run_id, "run_id", project_id)
+        params |= {
             "status": new_status.value if new_status is not None else None,
             "finish": finish,
             "reopen": new_status is not None and not finish,
@@ -368,13 +378,13 @@ class WorkflowStore:
             "now": self._now(),
             "expected_status": expected.value if expected is not None else None,
         }
-        sql = q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF
+        sql = (q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF).pick(project_id)
         row = self.db.write(sql, params, fetch_one)
         if row is not None:
             return run_from_row(row)
         if expected is None:
             return None
-        current = self.get_run(run_id)
+        current = self.get_run(run_id, project_id=project_id)
         if current is None:
             return None
         raise ConflictError(f"run {run_id!r} is {current.status.value}, not the expected {expected.value}")
@@ -415,13 +425,16 @@ class WorkflowStore:
         progress: float | None = None,
         messages: list[str] | None = None,
         error: str | None = None,
+        project_id: str | None = None,
     ) -> WorkflowNodeState:
         """Create or change a node's state; only the given fields change.
 
         Without a status, ``error`` makes it FAILED and ``progress`` moves it
         from PENDING to RUNNING. Entering RUNNING sets ``started_at`` (and
         clears ``completed_at``); entering COMPLETED, FAILED or SKIPPED sets
-        ``completed_at``. Raises IntegrityError for an unknown run.
+        ``completed_at``. The run's ``updated_at`` moves forward with it (a
+        heartbeat). Raises IntegrityError for an unknown run, or one of
+        another project than ``project_id``.
         """
         node_id = check_id("node_id", node_id)
         given_status = to_status(WorkflowNodeStatus, status) if status is not None else None
@@ -437,8 +450,8 @@ class WorkflowStore:
             WorkflowNodeStatus.RUNNING if checked_progress is not None else WorkflowNodeStatus.PENDING
         )
         now = self._now()
-        params = {
-            "run_id": check_key("run_id", run_id),
+        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params |= {
             "node_id": node_id,
             "forced_status": forced.value if forced is not None else None,
             "promote": forced is None and checked_progress is not None,
@@ -450,39 +463,35 @@ class WorkflowStore:
             "insert_progress": checked_progress or 0.0,
             "insert_messages_json": messages_json or self.db.encode_json("[]"),
             "insert_started_at": now if insert_status is WorkflowNodeStatus.RUNNING else None,
-            "insert_completed_at": (
-                now
-                if insert_status
-                in (
-                    WorkflowNodeStatus.COMPLETED,
-                    WorkflowNodeStatus.FAILED,
-                    WorkflowNodeStatus.SKIPPED,
-                )
-                else None
-            ),
+            "insert_completed_at": now if insert_status in TERMINAL_NODE_STATUSES else None,
         }
-        state = self._write_node_state(q.SET_NODE_STATE, params)
+        state = self._write_node_state(q.SET_NODE_STATE.pick(project_id), params)
         assert state is not None  # an upsert without a WHERE always returns its row
         return state
 
-    def append_node_message(self, run_id: str, node_id: str, message: str) -> WorkflowNodeState:
+    def append_node_message(
+        self, run_id: str, node_id: str, message: str, *, project_id: str | None = None
+    ) -> WorkflowNodeState:
         """Append ``message`` to a node's messages atomically (concurrent appends all survive).
 
-        A node with no state yet gets one (PENDING). Raises IntegrityError for
-        an unknown run, ValidationError if the list would outgrow max_json_bytes.
+        A node with no state yet gets one (PENDING); the run's ``updated_at``
+        moves forward (a heartbeat). Raises IntegrityError for an unknown run
+        (or one of another project than ``project_id``), ValidationError if
+        the list would outgrow max_json_bytes.
         """
         node_id = check_id("node_id", node_id)
         message = str(check_text("message", message))
         encoded = self._json.encode("messages", [message])
-        params = {
-            "run_id": check_key("run_id", run_id),
+        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params |= {
+            "now": self._now(),
             "node_id": node_id,
             "message": message,
             "messages_json": self.db.encode_json(encoded),
             "added_bytes": len(encoded.encode("utf-8")) - 1,
             "max_bytes": self._json.max_bytes,
         }
-        state = self._write_node_state(q.APPEND_NODE_MESSAGE, params)
+        state = self._write_node_state(q.APPEND_NODE_MESSAGE.pick(project_id), params)
         if state is None:  # the upsert's WHERE refused: the list would not fit
             raise ValidationError(
                 f"messages: appending {len(message)} characters to node {node_id!r} of run "
@@ -495,20 +504,27 @@ class WorkflowStore:
         try:
             row = self.db.write(sql, params, fetch_one)
         except IntegrityError as exc:
-            if self.get_run(params["run_id"]) is None:
-                raise IntegrityError(f"run_id: no run {params['run_id']!r}") from exc
+            run_id, project_id = params["run_id"], params.get("project_id")
+            if not self._exists(q.RUN_EXISTS.pick(project_id), run_id, project_id):
+                raise IntegrityError(f"run_id: no run {run_id!r}") from exc
             raise
         return None if row is None else node_state_from_row(row)
 
-    def get_node_state(self, run_id: str, node_id: str) -> WorkflowNodeState | None:
-        """The state of node ``node_id`` in run ``run_id``, or None."""
-        params = {"run_id": check_key("run_id", run_id), "node_id": check_key("node_id", node_id)}
-        return self._get(q.GET_NODE_STATE, params, node_state_from_row)
+    def get_node_state(
+        self, run_id: str, node_id: str, *, project_id: str | None = None
+    ) -> WorkflowNodeState | None:
+        """The state of node ``node_id`` in run ``run_id``, or None (also for a run of another project)."""
+        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params["node_id"] = check_key("node_id", node_id)
+        return self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row)
 
-    def list_node_states(self, run_id: str) -> list[WorkflowNodeState]:
-        """A run's node states in the order of its graph version's nodes, then others by id."""
-        rows = self.db.read(q.LIST_NODE_STATES, {"run_id": check_key("run_id", run_id)}, fetch_all)
-        return node_states_from_rows(rows)
+    def list_node_states(self, run_id: str, *, project_id: str | None = None) -> list[WorkflowNodeState]:
+        """A run's node states in the order of its graph version's nodes, then others by id.
+
+        Empty for an unknown run, or one of another project than ``project_id``.
+        """
+        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        return node_states_from_rows(self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -522,21 +538,26 @@ class WorkflowStore:
         row = self.db.read(sql, params, fetch_one)
         return None if row is None else build(row)
 
-    def _exists(self, sql: str, key: str) -> bool:
-        return self.db.read(sql, {"id": key}, fetch_one) is not None
+    def _exists(self, sql: str, key: str, project_id: str | None = None) -> bool:
+        return self.db.read(sql, {"id": key, "project_id": project_id}, fetch_one) is not None
 
-    def _check_after(self, pages: _Pages, after_id: str) -> None:
+    def _check_after(self, pages: _Pages, after_id: str, project_id: str | None) -> None:
         """An empty page after an id: make sure the id exists (an unknown one is a mistake)."""
-        if not self._exists(pages.exists_sql, after_id):
-            raise ValidationError(
-                f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
-            )
+        if not self._exists(pages.exists_sql.pick(project_id), after_id, project_id):
+            raise _unknown_after(pages, after_id)
 
-    def _keyset(self, after: Any, pages: _Pages, where: list[str], params: dict[str, Any]) -> str | None:
-        """Add the keyset condition for ``after``; return the id to check if the page is empty."""
+    def _keyset(
+        self, after: Any, pages: _Pages, project_id: str | None, where: list[str], params: dict[str, Any]
+    ) -> str | None:
+        """Add the keyset condition for ``after``; return the id to check if the page is empty.
+
+        Scoped to ``project_id``, an item of another project is refused like an unknown one.
+        """
         if after is None:
             return None
         if isinstance(after, pages.kind):
+            if project_id is not None and after.project_id != project_id:
+                raise _unknown_after(pages, after.id)
             at = getattr(after, pages.time_field)
             if at is None:
                 raise ValidationError(
@@ -548,7 +569,7 @@ class WorkflowStore:
             return None
         if isinstance(after, str):
             params["after_id"] = check_key("after", after)
-            where.append(pages.after_id_sql)
+            where.append(pages.after_id_sql.pick(project_id))
             return after
         raise ValidationError(
             f"after: expected a {pages.kind.__name__} or its id, got {type(after).__name__}"
@@ -591,12 +612,26 @@ class _Pages:
     kind: type[WorkflowGraph] | type[WorkflowRun]
     time_field: str
     after_values_sql: str
-    after_id_sql: str
-    exists_sql: str
+    after_id_sql: q.Scoped[str]
+    exists_sql: q.Scoped[str]
 
 
 _GRAPH_PAGES = _Pages(WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, q.GRAPH_EXISTS)
 _RUN_PAGES = _Pages(WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, q.RUN_EXISTS)
+
+
+def _unknown_after(pages: _Pages, after_id: str) -> ValidationError:
+    return ValidationError(
+        f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
+    )
+
+
+def _by_id(value: object, field: str, project_id: str | None, key: str = "id") -> dict[str, Any]:
+    """The parameters of a by-id statement: ``{key: id, "project_id": scope}``, both checked."""
+    return {
+        key: check_key(field, value),
+        "project_id": None if project_id is None else check_key("project_id", project_id),
+    }
 
 
 def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:

@@ -246,6 +246,10 @@ class Database(ABC):
     def migration_session(self, lock_timeout: float = 900.0) -> AbstractContextManager[Session]:
         """A session holding the migration lock, outside any transaction."""
 
+    def migration_transaction(self, session: Session) -> AbstractContextManager[Session]:
+        """The transaction one migration file runs in (a plain top-level transaction here)."""
+        return session.transaction()
+
     @abstractmethod
     def check_migration_lock(self, session: Session) -> None:
         """Inside a migration's transaction: raise MigrationError unless the lock is really held."""

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
-from ..errors import DatabaseUnavailableError, IntegrityError, WorkflowDBError
+from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
 from ..models import utc_text
 from .base import SQL, Database, Fetch, Params, Session, T
 
@@ -171,6 +171,29 @@ class SQLiteDatabase(Database):
         """
         with self._writer_lock:
             yield SQLiteSession(self, self._writer)
+
+    @contextmanager
+    def migration_transaction(self, session: Session) -> Iterator[Session]:
+        """Foreign keys off around the transaction and checked before COMMIT.
+
+        SQLite's documented procedure for schema changes ALTER TABLE cannot
+        make (rebuilding a table): with foreign keys on, dropping the old table
+        would cascade into the rows that reference it, and the PRAGMA has no
+        effect inside a transaction.
+        """
+        session.script("PRAGMA foreign_keys = OFF")
+        try:
+            with session.transaction():
+                yield session
+                broken = session.all("PRAGMA foreign_key_check")
+                if broken:
+                    table, rowid, parent, _ = broken[0]
+                    raise MigrationError(
+                        f"{len(broken)} row(s) would be left with a foreign key naming nothing "
+                        f"(first: {table} rowid {rowid} -> {parent})"
+                    )
+        finally:
+            session.script("PRAGMA foreign_keys = ON")
 
     def check_migration_lock(self, session: Session) -> None:
         """BEGIN IMMEDIATE, which each migration's transaction starts with, is the lock itself."""
