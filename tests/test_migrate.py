@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import SHIPPED_VERSIONS, present
+from factories import SHIPPED_VERSIONS, graph_structure, make_graph, present
 from schema_info import describe
 
-from workflow_db import Database, MigrationError, connect
-from workflow_db.migrate import checksum, main, plan, status, upgrade
+from workflow_db import Database, IntegrityError, MigrationError, WorkflowStore, connect
+from workflow_db.migrate import checksum, main, migrations_directory, plan, status, upgrade
 
 TABLE = {
     "sqlite": "CREATE TABLE {name} (id INTEGER PRIMARY KEY);",
@@ -411,3 +411,72 @@ def test_installed_wheel_migrates_from_another_directory(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert f"applied {len(SHIPPED_VERSIONS)} migration(s)" in result.stdout
     assert (elsewhere / "deployed.db").exists()
+
+
+# -- schema 2 on a database that already holds data ---------------------------------------
+
+_TRIGGERS = {
+    "sqlite": "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
+    "postgresql": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+    "WHERE NOT tgisinternal ORDER BY tgname",
+}
+_TABLES = ("projects", "workflow_graphs", "workflow_graph_versions", "workflow_graph_nodes",
+           "workflow_runs", "workflow_node_states")  # fmt: skip
+
+
+def _rows(db: Database) -> dict[str, list[tuple[object, ...]]]:
+    with db.reading() as session:
+        return {
+            table: sorted(map(tuple, session.all(f"SELECT * FROM {table}")), key=repr)
+            for table in _TABLES
+        }
+
+
+def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
+    blank_url: str, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    with connect(blank_url) as db:
+        first = write_migrations(
+            tmp_path / "v1",
+            {"0001_initial.sql": migrations_directory(db).joinpath("0001_initial.sql").read_text()},
+        )
+        assert upgrade(db, directory=first) == [1]
+        store = WorkflowStore(db)
+        graph = make_graph(store, "p", "a", "b", "c")
+        store.update_graph(graph.id, graph=graph_structure("a", "b", "c", "d"))
+        runs = [store.create_run(graph.id, {"n": n}, status="running") for n in range(20)]
+        with db.writing() as session:  # schema 1's node-state columns, written directly
+            session.run(
+                "UPDATE workflow_node_states SET status = 'completed', progress = 1.0, "
+                "messages_json = :messages WHERE node_id = 'a'",
+                {"messages": db.encode_json('["done", "ok"]')},
+            )
+        store.update_run_status(runs[0].id, "failed")
+        before = _rows(db)
+
+        assert upgrade(db) == [2]
+
+        after = _rows(db)
+        assert after.pop("workflow_node_states") == [
+            (*row, None)
+            for row in before.pop("workflow_node_states")  # plus updated_at, NULL
+        ]
+        assert after == before
+        with connect(db_url) as fresh:  # the same schema as a database migrated from nothing
+            assert describe(db) == describe(fresh)
+            with db.reading() as mine, fresh.reading() as theirs:
+                assert mine.all(_TRIGGERS[dialect]) == theirs.all(_TRIGGERS[dialect])
+        if dialect == "sqlite":
+            with db.reading() as session:
+                assert session.all("PRAGMA foreign_key_check") == []
+                assert session.one("PRAGMA foreign_keys") == (1,)  # turned on again after the file
+        # And it behaves: new statuses, node states made by the trigger, cascades, foreign keys.
+        run = store.create_run(graph.id, status="paused")
+        assert [s.node_id for s in store.list_node_states(run.id)] == ["a", "b", "c", "d"]
+        assert store.set_node_state(run.id, "a", status="cancelled").completed_at is not None
+        assert store.list_node_states(runs[1].id)[0].messages == ["done", "ok"]
+        with pytest.raises(IntegrityError):
+            store.set_node_state("no_such_run", "a", progress=0.1)
+        assert store.delete_graph(graph.id, cascade=True)
+        with db.reading() as session:
+            assert session.one("SELECT count(*) FROM workflow_node_states") == (0,)

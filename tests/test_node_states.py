@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -138,3 +139,26 @@ def test_many_node_state_updates(store: WorkflowStore, run_id: str) -> None:
         store.set_node_state(run_id, "b", progress=step / 1000)
     state = present(store.get_node_state(run_id, "b"))
     assert state.progress == 1.0 and state.status is WorkflowNodeStatus.RUNNING
+
+
+def test_node_writes_are_heartbeats_of_their_run(store: WorkflowStore, run_id: str) -> None:
+    running = present(store.update_run_status(run_id, "running"))
+    cutoff = running.updated_at + timedelta(microseconds=1)
+    assert [r.id for r in store.list_runs(status="running", updated_before=cutoff)] == [run_id]
+    state = store.set_node_state(run_id, "a", progress=0.2)
+    after_set = present(store.get_run(run_id)).updated_at
+    assert after_set > running.updated_at and state.started_at == after_set
+    assert store.list_runs(status="running", updated_before=cutoff) == []
+    store.append_node_message(run_id, "b", "still going")
+    after_append = present(store.get_run(run_id)).updated_at
+    assert after_append > after_set
+    assert store.list_runs(status="running", updated_before=after_append) == []
+    assert store.count_runs(status="running", updated_before=after_append + timedelta(microseconds=1)) == 1
+
+
+def test_a_rolled_back_node_write_leaves_the_run_untouched(store: WorkflowStore, run_id: str) -> None:
+    before = present(store.get_run(run_id))
+    with pytest.raises(RuntimeError), store.transaction():
+        store.set_node_state(run_id, "a", progress=0.4)
+        raise RuntimeError("undo")
+    assert store.get_run(run_id) == before
