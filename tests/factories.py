@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from workflow_db import WorkflowGraph, WorkflowStore
+from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
@@ -29,6 +29,24 @@ def make_graph(
     store.ensure_project(project_id)
     structure = graph_structure(*(node_ids or ("a", "b", "c")))
     return store.create_graph(WorkflowGraph(project_id, name, structure))
+
+
+TABLES = (
+    "workflow_node_states",
+    "workflow_runs",
+    "workflow_graph_nodes",
+    "workflow_graph_versions",
+    "workflow_graphs",
+    "projects",
+)
+"""Every table of the schema, children first."""
+
+
+def empty_database(db: Database) -> None:
+    """Delete every row of every table (a state machine's fresh start)."""
+    with db.writing() as session:
+        for table in TABLES:
+            session.run(f"DELETE FROM {table}")
 
 
 def run_threads(count: int, target: Callable[[int], object]) -> list[BaseException]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from factories import empty_database
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -39,14 +40,6 @@ TERMINAL_RUN = {"completed", "failed", "cancelled"}
 TERMINAL_NODE = {"completed", "failed", "skipped"}
 PROJECTS = ["p1", "p2", "p3"]
 NODE_IDS = ["a", "b", "c", "d"]
-TABLES = (
-    "workflow_node_states",
-    "workflow_runs",
-    "workflow_graph_nodes",
-    "workflow_graph_versions",
-    "workflow_graphs",
-    "projects",
-)
 
 hostile_text = st.text(
     alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
@@ -127,9 +120,7 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            with store.db.writing() as session:
-                for table in TABLES:
-                    session.run(f"DELETE FROM {table}")
+            empty_database(store.db)
             self.model = Model()
 
         @initialize(

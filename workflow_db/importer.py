@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from .errors import (
     IntegrityError,
     ValidationError,
 )
+from .items import fields_of, plain
 from .models import (
     TERMINAL_RUN_STATUSES,
     JsonCodec,
@@ -63,6 +64,7 @@ RUN_FIELDS = (
     "started_at", "finished_at", "last_message", "updated_at",
 )  # fmt: skip
 NODE_FIELDS = ("status", "progress", "messages", "started_at", "completed_at", "error")
+_GRAPH_PAYLOAD = ("id", *GRAPH_FIELDS, "nodes", "edges")
 _RUN_PAYLOAD = ("id", *RUN_FIELDS)
 _STATE_PAYLOAD = ("run_id", "node_id", *NODE_FIELDS)
 
@@ -142,15 +144,6 @@ def import_memory(
 # -- reading items of any shape ----------------------------------------------------
 
 
-def _fields_of(item: Any, names: Sequence[str]) -> dict[str, Any]:
-    """The fields of an item given as a mapping or as an object with attributes."""
-    if type(item) is dict:
-        return item
-    if isinstance(item, Mapping):
-        return dict(item)
-    return {name: value for name in names if (value := getattr(item, name, _MISSING)) is not _MISSING}
-
-
 def _get(item: dict[str, Any], name: str) -> Any:
     return item.get(name, _MISSING)
 
@@ -193,8 +186,8 @@ def _normalise_all(
 
 
 def _graph(key: str, given: Any, codec: JsonCodec, now: datetime, default_project: str) -> dict[str, Any]:
-    item = _fields_of(given, ("id", *GRAPH_FIELDS))
-    structure = check_graph(_get(item, "graph"))
+    item = fields_of(given, _GRAPH_PAYLOAD)
+    structure = check_graph(_graph_structure(item))
     project = _get(item, "project_id")
     created_at = _time("created_at", _get(item, "created_at"), now)
     return {
@@ -206,12 +199,21 @@ def _graph(key: str, given: Any, codec: JsonCodec, now: datetime, default_projec
         "graph_json": codec.encode("graph", structure),
         "created_at": created_at,
         "updated_at": _time("updated_at", _get(item, "updated_at"), created_at),
-        "supplied": {name for name in GRAPH_FIELDS if _supplied(item, name)},
+        "supplied": {name for name in GRAPH_FIELDS if _supplied(item, name)} | {"graph"},
     }
 
 
+def _graph_structure(item: dict[str, Any]) -> Any:
+    """Its ``graph`` field, else the service's lists as ``{"nodes": [...], "edges": [...]}``."""
+    structure = _get(item, "graph")
+    if structure not in (_MISSING, None) or _get(item, "nodes") is _MISSING:
+        return plain(structure)
+    lists = {"nodes": _get(item, "nodes"), "edges": _get(item, "edges")}
+    return {key: plain(value) for key, value in lists.items() if value not in (_MISSING, None)}
+
+
 def _run(key: str, given: Any, codec: JsonCodec, now: datetime) -> dict[str, Any]:
-    item = _fields_of(given, _RUN_PAYLOAD)
+    item = fields_of(given, _RUN_PAYLOAD)
     status = _get(item, "status")
     run_status = (
         WorkflowRunStatus.PENDING if status in (_MISSING, None) else to_status(WorkflowRunStatus, status)
@@ -219,7 +221,7 @@ def _run(key: str, given: Any, codec: JsonCodec, now: datetime) -> dict[str, Any
     project = _get(item, "project_id")
     started_at = _time("started_at", _get(item, "started_at"), now)
     finished_default = now if run_status in TERMINAL_RUN_STATUSES else None
-    run_input, output = _or_none(_get(item, "input")), _or_none(_get(item, "output"))
+    run_input, output = plain(_or_none(_get(item, "input"))), plain(_or_none(_get(item, "output")))
     return {
         "id": _own_id(key, item),
         "project_id": check_id("project_id", project) if project not in (_MISSING, None) else None,
@@ -252,7 +254,7 @@ def _normalise_states(
 
 
 def _node_state(run_id: str, node_id: str, given: Any, codec: JsonCodec) -> dict[str, Any]:
-    item = _fields_of(given, _STATE_PAYLOAD)
+    item = fields_of(given, _STATE_PAYLOAD)
     if _get(item, "run_id") not in (_MISSING, None, run_id):
         raise ValidationError(f"run_id: {_get(item, 'run_id')!r} differs from its key {run_id!r}")
     status = _get(item, "status")
@@ -337,9 +339,12 @@ class _Writer:
         stored_states = {
             (s.run_id, s.node_id): s
             for s in self._stored(session, q.STORED_NODE_STATES, {r for r, _ in states}, node_state_from_row)
-            if not _untouched(s)  # as create_run made it: the import's state simply replaces it
         }
-        new_states, changed_states = self._split(states, stored_states, "node_states", NODE_FIELDS)
+        # As create_run made it: the import's state simply replaces it.
+        untouched = {key for key, state in stored_states.items() if _untouched(state)}
+        new_states, changed_states = self._split(
+            states, stored_states, "node_states", NODE_FIELDS, replaceable=untouched
+        )
         written_states = new_states + changed_states
         skipped_states = len(states) - len(written_states)
         for start in range(0, len(written_states), _PROGRESS_EVERY):
@@ -390,11 +395,13 @@ class _Writer:
         stored: Mapping[Any, Any],
         label: str,
         fields: Sequence[str],
+        replaceable: Collection[Any] = (),
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """New items, and stored ones that differ, merged over what is stored.
 
         A stored item that differs in a supplied field is a ConflictError
-        unless overwriting; fields the item does not supply keep their stored value.
+        unless overwriting or its key is ``replaceable``; fields the item does
+        not supply keep their stored value.
         """
         new, changed = [], []
         for key, item in items.items():
@@ -405,7 +412,7 @@ class _Writer:
             different = [
                 name for name in fields if name in item["supplied"] and item[name] != getattr(current, name)
             ]
-            if different and not self.overwrite:
+            if different and not self.overwrite and key not in replaceable:
                 raise ConflictError(
                     f"{label}[{_label(key)}] is already stored with other values in {', '.join(different)}; "
                     "pass overwrite=True to replace it"

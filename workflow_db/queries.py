@@ -235,7 +235,7 @@ def _append_node_message(run_id: str) -> DialectSQL:
         ),
         postgresql=_APPEND_NODE_MESSAGE.format(
             run_id=run_id,
-            append="ns.messages_json || jsonb_build_array(CAST(:message AS text))",
+            append="(ns.messages_json::jsonb || jsonb_build_array(CAST(:message AS text)))::json",
             size="octet_length(ns.messages_json::text)",
         ),
     )
@@ -289,8 +289,8 @@ IMPORT_RUNS = DialectSQL(
         INSERT INTO workflow_runs ({RUN_COLUMNS})
         SELECT r.id, r.project_id, g.id, g.version, r.status, r.input, r.output,
                r.started_at, r.finished_at, r.last_message, r.updated_at
-        FROM jsonb_to_recordset(:rows) AS r (
-                 id text, project_id text, workflow_id text, status text, input jsonb, output jsonb,
+        FROM json_to_recordset(:rows) AS r (
+                 id text, project_id text, workflow_id text, status text, input json, output json,
                  started_at timestamptz, finished_at timestamptz, last_message text,
                  updated_at timestamptz)
              JOIN workflow_graphs AS g ON g.id = r.workflow_id""",
@@ -316,8 +316,8 @@ IMPORT_NODE_STATES = DialectSQL(
             (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
         SELECT r.run_id, r.node_id, {OUTSIDE_GRAPH_POSITION}, r.status, r.progress, r.messages,
                r.started_at, r.completed_at, r.error
-        FROM jsonb_to_recordset(:rows) AS r (
-                 run_id text, node_id text, status text, progress double precision, messages jsonb,
+        FROM json_to_recordset(:rows) AS r (
+                 run_id text, node_id text, status text, progress double precision, messages json,
                  started_at timestamptz, completed_at timestamptz, error text)
         {_IMPORT_NODE_STATES_CONFLICT}""",
 )

@@ -346,7 +346,7 @@ class WorkflowStore:
         run_id: str,
         status: WorkflowRunStatus | str | None = None,
         *,
-        finished: bool = False,
+        finished: bool | None = False,
         last_message: str | None = None,
         output: Any = None,
         expected_status: WorkflowRunStatus | str | None = None,
@@ -367,7 +367,10 @@ class WorkflowStore:
             if expected_status is not None
             else None
         )
-        finish = check_flag("finished", finished) or new_status in TERMINAL_RUN_STATUSES
+        # None is "not given", as the legacy service's own signature passes it.
+        finish = (finished is not None and check_flag("finished", finished)) or (
+            new_status in TERMINAL_RUN_STATUSES
+        )
         params = _by_id(run_id, "run_id", project_id)
         params |= {
             "status": new_status.value if new_status is not None else None,

@@ -5,7 +5,7 @@ lazily, so SQLite users never load it.
 
 * Connections are in autocommit mode: a read is one round trip, and a write
   of several statements runs inside ``conn.transaction()``.
-* jsonb (and, in a UTC session, timestamptz) is loaded as text and decoded
+* JSON (and, in a UTC session, timestamptz) is loaded as text and decoded
   by the store's records on first read, like SQLite's TEXT columns.
 * The migration lock is a session advisory lock on a dedicated connection,
   taken by polling ``pg_try_advisory_lock`` (a blocked ``pg_advisory_lock``
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 
 import psycopg
 import psycopg_pool
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
@@ -147,7 +147,7 @@ class PostgresDatabase(Database):
 
     @staticmethod
     def _configure(connection: psycopg.Connection[Any]) -> None:
-        """Hand jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
+        """Hand json and jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
 
         The store's records decode both on first read, the same way on both
         dialects (psycopg's timestamptz loader took 23 of the 45 ms of listing
@@ -250,9 +250,9 @@ class PostgresDatabase(Database):
         """psycopg sends datetimes as timestamptz as they are."""
         return value
 
-    def encode_json(self, text: str) -> Jsonb:
-        """Already-serialised JSON, sent typed as jsonb (no re-encoding)."""
-        return Jsonb(text, dumps=_already_serialised)
+    def encode_json(self, text: str) -> Json:
+        """Already-serialised JSON, sent typed as json (no re-encoding), stored as written."""
+        return Json(text, dumps=_already_serialised)
 
     def split_script(self, text: str) -> list[str]:
         """Split at top-level semicolons (outside quotes, dollar quotes, comments)."""

@@ -1,7 +1,9 @@
--- workflow_db schema 2 for SQLite: the statuses the service uses (run
--- 'paused', node 'cancelled'), and heartbeats: every write of a node state
--- moves its run's updated_at forward to the write's time, in the same
--- statement (plain SQL: the sqlite3 shell and other tools can write too).
+-- workflow_db schema 2 for SQLite: what the workflow service needs.
+-- * The statuses it uses: run 'paused', node 'cancelled'.
+-- * Heartbeats: every write of a node state moves its run's updated_at
+--   forward to the write's time, in the same statement (plain SQL triggers:
+--   the sqlite3 shell and other tools can write too).
+-- (JSON is TEXT here, kept as written already; PostgreSQL moves from jsonb to json.)
 --
 -- SQLite cannot alter a CHECK constraint, so workflow_runs and
 -- workflow_node_states are rebuilt the way https://www.sqlite.org/lang_altertable.html
