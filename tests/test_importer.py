@@ -268,3 +268,45 @@ def test_command_line_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main([]) == 2
     assert main(["--url", f"sqlite:///{tmp_path / 'x.db'}", str(tmp_path / "missing.json")]) == 1
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_items_of_every_kind_are_read_as_the_json_they_dump_to(store: WorkflowStore) -> None:
+    from pydantic import v1 as pydantic_v1  # pydantic 2 ships the v1 API: the service may still use it
+
+    class V1Node(pydantic_v1.BaseModel):
+        id: str
+        label: str
+        x: float
+        y: float
+
+    @dataclass
+    class DataclassEdge:
+        id: str
+        source: str
+        target: str
+
+    nodes = [V1Node(id="a", label="A", x=1.5, y=2.0), SimpleNamespace(id="b", label="B", x=3.0, y=4.0)]
+    graphs = {
+        "wf_v1": SimpleNamespace(
+            id="wf_v1", name="mixed", nodes=nodes, edges=[DataclassEdge("e1", "a", "b")]
+        ),
+        "wf_dict": {"id": "wf_dict", "name": "plain", "nodes": [{"id": "x", "config": {"k": [1, 2]}}]},
+    }
+    states = {
+        "r": {"a": V1Node(id="a", label="A", x=0, y=0)}
+    }  # a model without state fields: as create_run made it
+    report = import_memory(store, graphs=graphs, runs={"r": {"workflow_id": "wf_v1", "status": "running"}})
+    assert report.graphs_written == 2
+    assert present(store.get_graph("wf_v1")).graph == {
+        "nodes": [
+            {"id": "a", "label": "A", "x": 1.5, "y": 2.0},
+            {"id": "b", "label": "B", "x": 3.0, "y": 4.0},
+        ],
+        "edges": [{"id": "e1", "source": "a", "target": "b"}],
+    }
+    assert present(store.get_graph("wf_dict")).graph == {"nodes": [{"id": "x", "config": {"k": [1, 2]}}]}
+    with pytest.raises(ValidationError, match=r"node_states\['r'\]\['a'\]: node_id"):
+        import_memory(store, node_states={"r": {"a": {"node_id": "b"}}})
+    assert (
+        import_memory(store, node_states=states).node_states_written == 0
+    )  # the state as create_run made it
