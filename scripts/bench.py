@@ -284,6 +284,14 @@ def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], run
         {"id": some_run.id},
         bench.repeat * 4,
     )
+    bench.compare(
+        report,
+        "get_run(project_id=)",
+        lambda: store.get_run(some_run.id, project_id=some_run.project_id),
+        q.GET_RUN.one_project,
+        {"id": some_run.id, "project_id": some_run.project_id},
+        bench.repeat * 4,
+    )
     return some_run
 
 
@@ -314,6 +322,11 @@ def measure_writes(
     bench.write(report, "create_run (10 nodes)", lambda: store.create_run(graph.id, {"x": 1}))
     nodes = itertools.cycle([f"node-{index:03d}" for index in range(100)])
     bench.write(report, "set_node_state", lambda: store.set_node_state(wide.id, next(nodes), progress=0.7))
+    bench.write(
+        report,
+        "set_node_state(project_id=)",
+        lambda: store.set_node_state(wide.id, next(nodes), progress=0.7, project_id=wide.project_id),
+    )
     bench.write(
         report, "update_run_status", lambda: store.update_run_status(run.id, "running", last_message="tick")
     )
