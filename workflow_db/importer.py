@@ -21,7 +21,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .items import fields_of, plain
 from .models import (
+    MAX_JSON_DEPTH,
     TERMINAL_RUN_STATUSES,
     JsonCodec,
     WorkflowNodeState,
@@ -178,11 +180,20 @@ def _normalise_all(
 ) -> dict[str, dict[str, Any]]:
     result = {}
     for key, item in (items or {}).items():
-        try:
+        with _naming_the_item(f"{label}[{key!r}]"):
             result[key] = normalise(key, item)
-        except ValidationError as exc:
-            raise ValidationError(f"{label}[{key!r}]: {exc}") from None
     return result
+
+
+@contextmanager
+def _naming_the_item(label: str) -> Iterator[None]:
+    """A ValidationError raised inside names the item; so does a value nested too deep to read."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ValidationError(f"{label}: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{label}: nested more than {MAX_JSON_DEPTH} levels deep") from None
 
 
 def _graph(key: str, given: Any, codec: JsonCodec, now: datetime, default_project: str) -> dict[str, Any]:
@@ -245,11 +256,8 @@ def _normalise_states(
     result = {}
     for run_id, states in (node_states or {}).items():
         for node_id, item in states.items():
-            label = f"node_states[{run_id!r}][{node_id!r}]"
-            try:
+            with _naming_the_item(f"node_states[{run_id!r}][{node_id!r}]"):
                 result[(run_id, node_id)] = _node_state(run_id, node_id, item, codec)
-            except ValidationError as exc:
-                raise ValidationError(f"{label}: {exc}") from None
     return result
 
 

@@ -333,6 +333,23 @@ def to_statuses(kind: type[StatusEnum], value: object, field: str = "status") ->
     return statuses
 
 
+MAX_ID_LENGTH = 255
+"""The longest id of any kind (project, graph, run, node, owner), in characters, on both databases.
+
+PostgreSQL's B-tree holds at most about 2,700 bytes per index entry, and the
+node-state key holds two ids of up to four UTF-8 bytes a character.
+"""
+
+MAX_JSON_DEPTH = 128
+"""How deeply a JSON value may nest (arrays and objects), on both databases."""
+
+MAX_INTEGER = 2**63 - 1
+"""The largest integer a database column or LIMIT holds (a signed 64-bit integer)."""
+
+MAX_VERSION = 2**31 - 1
+"""The largest graph version (a 32-bit column)."""
+
+
 def check_text(field: str, value: object, *, optional: bool = False) -> str | None:
     """Check that ``value`` is text a database can hold (no NUL, valid Unicode)."""
     if value is None and optional:
@@ -349,17 +366,24 @@ def check_text(field: str, value: object, *, optional: bool = False) -> str | No
 
 
 def check_key(field: str, value: object) -> str:
-    """Check an id used to look something up: a string without NUL (cheap: hot paths call it)."""
+    """Check an id used to look something up (cheap: hot paths call it).
+
+    A string of at most :data:`MAX_ID_LENGTH` characters, valid Unicode, without NUL.
+    """
     if not isinstance(value, str):
         raise ValidationError(f"{field}: expected a string id, got {type(value).__name__}")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(f"{field}: {len(value)} characters; an id has at most {MAX_ID_LENGTH}")
+    if not value.isascii():
+        check_text(field, value)  # a lone surrogate cannot be encoded
     if "\x00" in value:
         raise ValidationError(f"{field}: the NUL character (\\x00) cannot be stored")
     return value
 
 
 def check_id(field: str, value: object) -> str:
-    """Check an identifier: non-empty text."""
-    text = check_text(field, value)
+    """Check an identifier to store: non-empty text of at most :data:`MAX_ID_LENGTH` characters."""
+    text = check_key(field, value)
     if not text:
         raise ValidationError(f"{field}: must not be empty")
     return text
@@ -381,7 +405,12 @@ def check_aware(field: str, value: object) -> datetime:
         raise ValidationError(f"{field}: expected a timezone-aware datetime, got {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field}: naive datetime {value!r}; give it a timezone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            f"{field}: {value.isoformat()} is out of range: in UTC it must lie within years 1-9999"
+        ) from None
 
 
 def check_limit(value: object) -> int | None:
@@ -396,10 +425,10 @@ def check_flag(field: str, value: object) -> bool:
     return value
 
 
-def check_count(field: str, value: object) -> int:
-    """Check that ``value`` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"{field}: expected a positive integer, got {value!r}")
+def check_count(field: str, value: object, maximum: int = MAX_INTEGER) -> int:
+    """Check that ``value`` is a positive integer no larger than ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValidationError(f"{field}: expected an integer from 1 to {maximum}, got {value!r}")
     return value
 
 
@@ -422,6 +451,8 @@ def check_graph(value: object) -> dict[str, Any]:
             value = json.loads(value)
         except ValueError as exc:
             raise ValidationError(f"graph: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise _too_deep("graph") from None
     if not isinstance(value, dict):
         raise ValidationError(f"graph: expected a JSON object, got {type(value).__name__}")
     nodes = value.get("nodes")
@@ -462,6 +493,11 @@ class JsonCodec:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"{field}: not JSON-serialisable ({exc})") from None
+        except RecursionError:
+            raise _too_deep(field) from None
+        # Nesting needs a bracket per level: most values have too few to be worth a walk.
+        if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(value) > MAX_JSON_DEPTH:
+            raise _too_deep(field)
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
@@ -477,6 +513,29 @@ class JsonCodec:
     def encode_optional(self, field: str, value: object) -> str | None:
         """Like :meth:`encode`, but ``None`` stays ``None`` (SQL NULL)."""
         return None if value is None else self.encode(field, value)
+
+
+def _too_deep(field: str) -> ValidationError:
+    return ValidationError(f"{field}: nested more than {MAX_JSON_DEPTH} levels deep (arrays and objects)")
+
+
+def _nesting(value: object) -> int:
+    """How many arrays and objects deep ``value`` nests (walked without recursion)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _holds_nul(value: object) -> bool:

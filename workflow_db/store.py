@@ -19,6 +19,7 @@ from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
 from .models import (
+    MAX_VERSION,
     TERMINAL_NODE_STATUSES,
     TERMINAL_RUN_STATUSES,
     JsonCodec,
@@ -149,9 +150,7 @@ class WorkflowStore:
         params = _by_id(graph_id, "graph_id", project_id)
         if version is None:
             return self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValidationError(f"version: expected a positive integer, got {version!r}")
-        params["version"] = version
+        params["version"] = check_count("version", version, MAX_VERSION)
         return self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row)
 
     def list_graphs(
