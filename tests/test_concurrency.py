@@ -13,6 +13,8 @@ from factories import make_graph, present, run_threads
 
 from workflow_db import (
     ConflictError,
+    DatabaseUnavailableError,
+    IntegrityError,
     WorkflowNodeStatus,
     WorkflowRunStatus,
     WorkflowStore,
@@ -190,3 +192,58 @@ def test_readers_never_see_half_a_transaction(store: WorkflowStore, threads: int
     stop.set()
     watcher.join()
     assert errors == [] and seen_partial == []
+
+
+def test_cascade_delete_racing_create_run_always_wins(store: WorkflowStore) -> None:
+    """200 races: the delete never refuses, and leaves no graph, run or node state behind."""
+    refused: list[BaseException] = []
+    for race in range(200):
+        graph = make_graph(store, "p", "a", "b", name=f"race-{race}")
+        outcomes: dict[str, object] = {}
+
+        def racer(index: int, graph_id: str = graph.id, outcomes: dict[str, object] = outcomes) -> None:
+            if index == 0:
+                outcomes["deleted"] = store.delete_graph(graph_id, cascade=True)
+            else:
+                try:
+                    outcomes["run"] = store.create_run(graph_id)
+                except IntegrityError as exc:  # the graph was gone first: as for any unknown graph
+                    assert "workflow_id: no graph" in str(exc)
+
+        refused += run_threads(2, racer)
+        assert outcomes.get("deleted") is True
+        assert store.get_graph(graph.id) is None and store.count_runs(workflow_id=graph.id) == 0
+    assert refused == []
+    with store.db.reading() as session:
+        assert session.one("SELECT count(*) FROM workflow_node_states") == (0,)  # no orphans
+
+
+def test_sqlite_writers_of_one_process_wait_at_most_the_timeout(tmp_path: Path) -> None:
+    """SQLite only: its in-process writer lock is ours (PostgreSQL's row locks: test_faults.py)."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with connect(url) as db:
+        upgrade(db)
+    with connect(url, timeout=0.3) as db:
+        store = WorkflowStore(db)
+        graph = make_graph(store)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            with store.transaction():
+                store.ensure_project("held")
+                holding.set()
+                release.wait(30)  # released by the test below, long before this
+
+        holder = threading.Thread(target=hold_the_writer)
+        holder.start()
+        holding.wait(30)
+        try:
+            with pytest.raises(DatabaseUnavailableError, match="another thread of this process"):
+                store.create_run(graph.id)
+            errors = run_threads(20, lambda _: store.ensure_project("queued"))
+            assert len(errors) == 20 and all(isinstance(e, DatabaseUnavailableError) for e in errors)
+        finally:
+            release.set()
+            holder.join()
+        assert store.count_runs() == 0 and store.get_project("queued") is None
+        assert store.create_run(graph.id).workflow_id == graph.id  # works again once the writer is free

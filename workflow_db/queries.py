@@ -102,6 +102,16 @@ UPDATE_GRAPH = f"""
     WHERE id = :id AND version = :read_version
     RETURNING {GRAPH_COLUMNS}"""
 
+
+# A cascade delete locks the graph first: a create_run racing it then either
+# committed before (its run is deleted too) or waits and finds no graph.
+# (SQLite has one writer at a time: the plain SELECT is enough there.)
+def _locking(sql: str) -> DialectSQL:
+    return DialectSQL(sqlite=sql, postgresql=f"{sql} FOR UPDATE")
+
+
+_LOCK_GRAPH = Scoped.of("SELECT 1 FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
+LOCK_GRAPH = Scoped(_locking(_LOCK_GRAPH.any_project), _locking(_LOCK_GRAPH.one_project))
 DELETE_GRAPH = Scoped.of("DELETE FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
 # A graph's runs are always in its project (INSERT_RUN and the importer see to it).
 DELETE_GRAPH_RUNS = Scoped.of("DELETE FROM workflow_runs WHERE workflow_id = :id{scope}", IN_PROJECT)

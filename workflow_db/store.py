@@ -240,6 +240,8 @@ class WorkflowStore:
             if not cascade:
                 return self.db.write(delete_graph, params, fetch_rowcount) > 0
             with self.db.writing() as session:
+                if session.one(q.LOCK_GRAPH.pick(project_id), params) is None:
+                    return False
                 session.run(q.DELETE_GRAPH_RUNS.pick(project_id), params)
                 return session.run(delete_graph, params) > 0
         except IntegrityError as exc:

@@ -82,7 +82,7 @@ class SQLiteDatabase(Database):
         self._writer_lock = threading.RLock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._closed = False
-        self._writer = self._open(reader=False)
+        self._writer_connection = self._open(reader=False)
         if not self._in_memory:
             self._enable_wal()
 
@@ -111,12 +111,25 @@ class SQLiteDatabase(Database):
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                self._writer.execute("PRAGMA journal_mode = WAL")
+                self._writer_connection.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise self.translate(exc) from exc
                 time.sleep(0.01)
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """Hold the process-wide writer lock, waiting at most ``timeout`` for another thread's write."""
+        if not self._writer_lock.acquire(timeout=self.timeout):
+            raise DatabaseUnavailableError(
+                f"sqlite database {self.path!r} is locked: another thread of this process kept "
+                f"writing past the timeout of {self.timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._writer_lock.release()
 
     def _take_reader(self) -> sqlite3.Connection:
         try:
@@ -144,9 +157,9 @@ class SQLiteDatabase(Database):
     def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         # One statement in autocommit mode is atomic, and SQLite takes the write
         # lock when the statement starts (as BEGIN IMMEDIATE would).
-        with self._writer_lock:
+        with self._writer():
             try:
-                return fetch(self._writer.execute(self.prepare(sql), params))
+                return fetch(self._writer_connection.execute(self.prepare(sql), params))
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
 
@@ -160,7 +173,7 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
-        with self._writer_lock, SQLiteSession(self, self._writer).transaction() as session:
+        with self._writer(), SQLiteSession(self, self._writer_connection).transaction() as session:
             yield session
 
     @contextmanager
@@ -169,8 +182,8 @@ class SQLiteDatabase(Database):
 
         Between processes, each file's BEGIN IMMEDIATE is the lock (it waits up to the busy timeout).
         """
-        with self._writer_lock:
-            yield SQLiteSession(self, self._writer)
+        with self._writer():
+            yield SQLiteSession(self, self._writer_connection)
 
     @contextmanager
     def migration_transaction(self, session: Session) -> Iterator[Session]:
@@ -202,7 +215,7 @@ class SQLiteDatabase(Database):
         self._closed = True
         self._close_readers()
         with self._writer_lock:
-            self._writer.close()
+            self._writer_connection.close()
 
     def _close_readers(self) -> None:
         while True:
