@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from conftest import PostgresServer, require_pg
@@ -13,6 +15,7 @@ from factories import make_graph, run_threads
 from pg_cluster import free_port
 
 from workflow_db import DatabaseUnavailableError, WorkflowStore, connect
+from workflow_db.dialects import redact_url
 from workflow_db.migrate import upgrade
 
 
@@ -129,3 +132,79 @@ def test_prepare_threshold_in_the_url(pg_server: PostgresServer | None) -> None:
             assert session.connection.prepare_threshold is None
     with pytest.raises(ValueError, match="prepare_threshold in the URL"):
         connect(server.url_for(server.template) + "?prepare_threshold=sometimes")
+
+
+SECRET = "s3cr/t#Pa?5s"  # what a URL parser would cut at: an unencoded /, # and ?
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"postgresql://app:{SECRET}@db:5432/wf", "postgresql://app:***@db:5432/wf"),
+        ("postgresql://app:p%2Fw@db/wf", "postgresql://app:***@db/wf"),
+        (
+            "postgresql://app@db/wf?password=s3cret&sslmode=require",
+            "postgresql://app@db/wf?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://db/wf?sslmode=require&sslpassword=s3cret",
+            "postgresql://db/wf?sslmode=require&sslpassword=***",
+        ),
+        ("postgresql://app:@db/wf", "postgresql://app:***@db/wf"),
+        ("postgresql://app@db/wf", "postgresql://app@db/wf"),
+        ("sqlite:///workflow.db", "sqlite:///workflow.db"),
+    ],
+)
+def test_every_password_form_libpq_reads_is_redacted(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def _refused_urls(server: PostgresServer) -> list[str]:
+    parts = urlsplit(server.url)
+    host = f"{parts.hostname}:{parts.port or 5432}"
+    secret = quote(SECRET, safe="")  # libpq reads a password with / # ? only percent-encoded
+    return [
+        f"postgresql://nobody:{secret}@{host}/postgres",
+        f"postgresql://nobody@{host}/postgres?password={secret}",
+        f"postgresql://{parts.username}:{secret}@{host}/no_such_database_here",
+    ]
+
+
+def test_a_refused_login_fails_at_once_with_the_servers_reason(
+    pg_server: PostgresServer | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = require_pg(pg_server)
+    caplog.set_level(logging.DEBUG)
+    reasons = [
+        'role "nobody" does not exist',
+        'role "nobody" does not exist',
+        'database "no_such_database_here"',
+    ]
+    for url, reason in zip(_refused_urls(server), reasons, strict=True):
+        # A timeout no test run would sit out: a retried login would hang here, not pass.
+        with pytest.raises(DatabaseUnavailableError, match="refused the login: " + reason) as caught:
+            connect(url, timeout=3600)
+        assert SECRET not in str(caught.value) and "***" in str(caught.value)
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]  # no pool retries, no log spray
+    assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("cli", ["workflow_db.migrate", "workflow_db.importer"])
+def test_the_command_lines_print_one_line_without_the_password(
+    pg_server: PostgresServer | None, cli: str, tmp_path: Path
+) -> None:
+    server = require_pg(pg_server)
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text("{}")
+    parts = urlsplit(server.url)
+    unreachable = f"postgresql://app:{quote(SECRET, safe='')}@127.0.0.1:{free_port()}/db?sslpassword={SECRET}"
+    malformed = f"postgresql://app:{SECRET}@127.0.0.1/db"  # unencoded: libpq cannot read it (exit 2)
+    for url in [*_refused_urls(server), unreachable, malformed]:
+        argv = [sys.executable, "-m", cli, "--url", url, "--timeout", "1"]
+        result = subprocess.run([*argv, *([str(snapshot)] if cli.endswith("importer") else [])],
+                                capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == (2 if url == malformed else 1)
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+        assert SECRET not in result.stderr and quote(SECRET, safe="") not in result.stderr
+        assert "***" in result.stderr or url == malformed
+    assert parts.hostname  # the refused URLs reached the real server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -11,20 +12,43 @@ from .base import Database, DialectSQL, Session
 DEFAULT_URL = "sqlite:///workflow.db"
 URL_ENVIRONMENT_VARIABLE = "WORKFLOW_DB_URL"
 
-__all__ = ["DEFAULT_URL", "Database", "DialectSQL", "Session", "connect", "redact_url"]
+__all__ = ["DEFAULT_URL", "Database", "DialectSQL", "Session", "connect", "redact_url", "url_secrets"]
+
+
+# password= and sslpassword= in the query string: libpq reads both from a URL.
+_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)([^&]*)", re.IGNORECASE)
+
+
+def _split_userinfo(url: str) -> tuple[str, str, str | None, str]:
+    """``(scheme://, user, password or None, the rest after '@')``, found without a URL parser.
+
+    The password may hold an unencoded ``/``, ``#`` or ``?`` (a parser would
+    end the host there and echo the password as a path): the user information
+    is everything up to the last ``@``. An ``@`` later in the URL only makes
+    the redaction hide more, never less.
+    """
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not separator or not at:
+        return scheme + separator, "", None, rest
+    user, colon, password = userinfo.partition(":")
+    return scheme + separator, user, password if colon else None, after
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+    """``url`` with every password libpq would read (user information, ``password=``,
+    ``sslpassword=``) replaced by ``***``: safe for logs and errors."""
+    prefix, user, password, rest = _split_userinfo(url)
+    shown = f"{prefix}{user}:***@{rest}" if password is not None else url
+    return _QUERY_SECRET.sub(r"\1***", shown)
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every password in ``url``, as written and percent-decoded (to scrub from driver messages)."""
+    _, _, password, _ = _split_userinfo(url)
+    found = [password] if password else []
+    found += [match.group(2) for match in _QUERY_SECRET.finditer(url) if match.group(2)]
+    return sorted({form for secret in found for form in (secret, unquote(secret))}, key=len, reverse=True)
 
 
 def connect(
@@ -102,7 +126,6 @@ def _connect_postgresql(url: str, **options: Any) -> Database:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
-        password = unquote(parts.password) if parts.password else None
     except ValueError:
         raise ValueError(
             "malformed postgresql URL: expected postgresql://user[:password]@host[:port]/dbname"
@@ -129,4 +152,4 @@ def _connect_postgresql(url: str, **options: Any) -> Database:
         ) from None
     from .postgresql import PostgresDatabase
 
-    return PostgresDatabase(url, display_url=display_url, password=password, **options)
+    return PostgresDatabase(url, display_url=display_url, secrets=url_secrets(url), **options)

@@ -41,6 +41,13 @@ _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "U
 MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
 MIGRATION_LOCK_POLL_SECONDS = 0.2
 
+# A FATAL error at login is for good (no such role or database, a wrong
+# password), unless the server only was not ready yet.
+_NOT_READY = re.compile(
+    r"starting up|shutting down|in recovery|too many|connection slots|not yet accepting|terminating",
+    re.IGNORECASE,
+)
+
 _PLACEHOLDER_TOKENS = re.compile(
     r"""'(?:[^']|'')*'      # string literal
       | "(?:[^"]|"")*"      # quoted identifier
@@ -55,6 +62,12 @@ _SCRIPT_TOKENS = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _reason(message: str) -> str:
+    """The server's (or libpq's) own words from a connection error's message, on one line."""
+    words = message.rpartition(" failed: ")[2] or message
+    return " ".join(words.replace("FATAL:", "").split())
 
 
 def _already_serialised(text: str) -> str:
@@ -97,7 +110,7 @@ class PostgresDatabase(Database):
         conninfo: str,
         *,
         display_url: str,
-        password: str | None,
+        secrets: list[str],
         min_size: int = 1,
         max_size: int = 4,
         timeout: float = 30.0,
@@ -105,7 +118,7 @@ class PostgresDatabase(Database):
     ) -> None:
         super().__init__(timeout)
         self.display_url = display_url
-        self._password = password
+        self._secrets = secrets
         self._conninfo = conninfo
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -123,6 +136,7 @@ class PostgresDatabase(Database):
             kwargs=self._connect_kwargs,
             name="workflow_db",
         )
+        self._wait_for_server()
         try:
             self._pool.open(wait=True, timeout=timeout)
         except psycopg_pool.PoolTimeout as exc:
@@ -132,6 +146,35 @@ class PostgresDatabase(Database):
             ) from exc
 
     # -- connections -------------------------------------------------------------
+
+    def _wait_for_server(self) -> None:
+        """Log in once before the pool does, so that the pool never retries a hopeless login.
+
+        A login the server refuses (no such role or database, a wrong
+        password) fails at once with the server's reason; a server that is
+        down, starting or silent is retried until ``timeout``, without a log
+        line per attempt.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = 0.05
+        while True:
+            try:
+                psycopg.Connection.connect(self._conninfo, **self._connect_kwargs).close()
+                return
+            except psycopg.OperationalError as exc:
+                message = self._scrub(str(exc))
+                reason = _reason(message)
+                if "FATAL" in message and not _NOT_READY.search(message):
+                    raise DatabaseUnavailableError(
+                        f"PostgreSQL at {self.display_url} refused the login: {reason}"
+                    ) from exc
+                if time.monotonic() + pause >= deadline:
+                    raise DatabaseUnavailableError(
+                        f"PostgreSQL at {self.display_url} did not accept a connection within "
+                        f"{self.timeout:g} s: {reason}"
+                    ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     @staticmethod
     def _check(connection: psycopg.Connection[Any]) -> None:
@@ -266,8 +309,8 @@ class PostgresDatabase(Database):
         return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
 
     def _scrub(self, message: str) -> str:
-        if self._password:
-            message = message.replace(self._password, "***")
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
         return message.strip()
 
     def translate(self, exc: BaseException) -> WorkflowDBError:
