@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 from factories import present
 
+import workflow_db
 from workflow_db import (
     ConflictError,
     IntegrityError,
@@ -22,6 +26,7 @@ from workflow_db import (
     WorkflowStore,
 )
 from workflow_db.importer import import_memory, main
+from workflow_db.migrate import main as migrate_main
 
 
 @dataclass
@@ -266,7 +271,12 @@ def test_command_line_malformed_snapshot(
 def test_command_line_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", "oracle://x", str(tmp_path / "s.json")]) == 2
     assert main([]) == 2
-    assert main(["--url", f"sqlite:///{tmp_path / 'x.db'}", str(tmp_path / "missing.json")]) == 1
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["--url", url, str(tmp_path / "missing.json")]) == 1
+    assert "no SQLite database at" in capsys.readouterr().err and not (tmp_path / "x.db").exists()
+    assert migrate_main(["--url", url, "up"]) == 0
+    capsys.readouterr()
+    assert main(["--url", url, str(tmp_path / "missing.json")]) == 1
     assert "missing.json" in capsys.readouterr().err
 
 
@@ -310,3 +320,42 @@ def test_items_of_every_kind_are_read_as_the_json_they_dump_to(store: WorkflowSt
     assert (
         import_memory(store, node_states=states).node_states_written == 0
     )  # the state as create_run made it
+
+
+def test_the_command_line_says_what_it_does_and_prints_its_summary_once(
+    db_url: str, store: WorkflowStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps({"graphs": {"g": {"name": "g", "nodes": [{"id": "a"}]}},
+                                    "runs": {"r": {"workflow_id": "g", "status": "running"}}}))  # fmt: skip
+    dry_run = subprocess.run(
+        [sys.executable, "-m", "workflow_db.importer", "--url", db_url, "--dry-run", str(snapshot)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    out, err = dry_run.stdout, dry_run.stderr
+    assert dry_run.returncode == 0
+    assert (
+        out
+        == "would write 1 graphs, 1 runs, 0 node states; skipped 0 graphs, 0 runs, 0 node states already stored\n"
+    )
+    assert "reading" in err and "would be written (dry run)" in err and "would write" not in err
+    assert store.list_graphs() == []
+    imported = subprocess.run(
+        [sys.executable, "-m", "workflow_db.importer", "--url", db_url, str(snapshot)],
+        capture_output=True,
+        text=True,
+    )
+    assert imported.stdout.startswith("wrote 1 graphs, 1 runs") and "wrote" not in imported.stderr
+    snapshot.write_text(json.dumps({"graphs": {"g": {"name": "renamed", "nodes": [{"id": "a"}]}}}))
+    assert main(["--url", db_url, str(snapshot)]) == 1
+    assert "pass overwrite=True (--overwrite on the command line)" in capsys.readouterr().err
+    assert main(["--url", db_url, "--overwrite", str(snapshot)]) == 0
+    assert present(store.get_graph("g")).name == "renamed"
+
+
+@pytest.mark.parametrize("module", ["workflow_db.migrate", "workflow_db.importer"])
+def test_both_command_lines_tell_their_version(module: str) -> None:
+    result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout == f"python -m {module} (workflow_db {workflow_db.__version__})\n"
+    assert workflow_db.__version__ == importlib.metadata.version("workflow_db")

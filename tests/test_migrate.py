@@ -6,15 +6,16 @@ import json
 import subprocess
 import sys
 import textwrap
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import SHIPPED_VERSIONS, graph_structure, make_graph, present
+from factories import SHIPPED_VERSIONS, graph_structure, present
 from schema_info import describe
 
 from workflow_db import Database, IntegrityError, MigrationError, WorkflowStore, connect
+from workflow_db.importer import main as importer_main
 from workflow_db.migrate import checksum, main, migrations_directory, plan, status, upgrade
 
 TABLE = {
@@ -285,7 +286,17 @@ def test_four_processes_apply_the_shipped_schema_once(blank_url: str) -> None:
 # -- command line ------------------------------------------------------------------------
 
 
-def test_cli_up_status_plan(blank_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_up_status_plan(blank_url: str, dialect: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if dialect == "sqlite":  # plan and status change nothing: no file is made where there is none
+        for command in ("plan", "status"):
+            assert main(["--url", blank_url, command]) == 1
+            assert "no SQLite database at" in capsys.readouterr().err
+        assert not Path(blank_url.removeprefix("sqlite:///")).exists()
+        assert main(["--url", blank_url, "up"]) == 0
+        assert f"applied {len(SHIPPED_VERSIONS)} migration(s): {SHIPPED_VERSIONS} to sqlite:///" in (
+            capsys.readouterr().out
+        )
+        return
     assert main(["--url", blank_url, "plan"]) == 0
     assert "CREATE TABLE workflow_runs" in capsys.readouterr().out
     assert main(["--url", blank_url, "status"]) == 0
@@ -295,7 +306,8 @@ def test_cli_up_status_plan(blank_url: str, capsys: pytest.CaptureFixture[str]) 
     assert main(["--url", blank_url, "up"]) == 0
     assert "applied 0 migration(s)" in capsys.readouterr().out
     assert main(["--url", blank_url, "status"]) == 0
-    assert "applied" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "applied" in out and out.startswith("database postgresql://")  # it names the database
     assert main(["--url", blank_url, "plan"]) == 0
     assert "nothing to apply" in capsys.readouterr().out
 
@@ -440,22 +452,32 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             {"0001_initial.sql": migrations_directory(db).joinpath("0001_initial.sql").read_text()},
         )
         assert upgrade(db, directory=first) == [1]
-        store = WorkflowStore(db)
-        graph = make_graph(store, "p", "a", "b", "c")
-        with db.writing() as session:  # a second graph version, written directly (the store needs schema 2)
+        # Schema 1's data, written in SQL (the store itself needs schema 2): a graph at version 2,
+        # 20 runs (their node states made by schema 1's trigger), some node states advanced.
+        with db.writing() as session:
+            now = db.encode_time(datetime.now(UTC))
+            session.run("INSERT INTO projects (id, name, created_at) VALUES ('p', 'p', :now)", {"now": now})
             session.run(
-                "UPDATE workflow_graphs SET version = 2, graph_json = "
-                f"'{json.dumps(graph_structure('a', 'b', 'c', 'd'))}' WHERE id = :id",
-                {"id": graph.id},
+                "INSERT INTO workflow_graphs (id, project_id, name, graph_json, version, created_at, "
+                f"updated_at) VALUES ('g', 'p', 'g', '{json.dumps(graph_structure('a', 'b', 'c'))}', 1, "
+                ":now, :now)",
+                {"now": now},
             )
-        runs = [store.create_run(graph.id, {"n": n}, status="running") for n in range(20)]
-        with db.writing() as session:  # schema 1's node-state columns, written directly
+            session.run(
+                "UPDATE workflow_graphs SET version = 2, "
+                f"graph_json = '{json.dumps(graph_structure('a', 'b', 'c', 'd'))}' WHERE id = 'g'"
+            )
+            for n in range(20):
+                session.run(
+                    "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, status, "
+                    "input_json, started_at, finished_at, updated_at) VALUES (:id, 'p', 'g', 2, :status, "
+                    f"'{{\"n\": {n}}}', :now, NULL, :now)",
+                    {"id": f"run-{n:02d}", "status": "failed" if n == 0 else "running", "now": now},
+                )
             session.run(
                 "UPDATE workflow_node_states SET status = 'completed', progress = 1.0, "
-                "messages_json = :messages WHERE node_id = 'a'",
-                {"messages": db.encode_json('["done", "ok"]')},
+                "messages_json = '[\"done\", \"ok\"]' WHERE node_id = 'a'"
             )
-        store.update_run_status(runs[0].id, "failed")
         before = _rows(db)
 
         assert upgrade(db) == [2]
@@ -475,12 +497,37 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
                 assert session.all("PRAGMA foreign_key_check") == []
                 assert session.one("PRAGMA foreign_keys") == (1,)  # turned on again after the file
         # And it behaves: new statuses, node states made by the trigger, cascades, foreign keys.
-        run = store.create_run(graph.id, status="paused")
+        store = WorkflowStore(db)
+        run = store.create_run("g", status="paused")
         assert [s.node_id for s in store.list_node_states(run.id)] == ["a", "b", "c", "d"]
         assert store.set_node_state(run.id, "a", status="cancelled").completed_at is not None
-        assert store.list_node_states(runs[1].id)[0].messages == ["done", "ok"]
+        assert store.list_node_states("run-01")[0].messages == ["done", "ok"]
         with pytest.raises(IntegrityError):
             store.set_node_state("no_such_run", "a", progress=0.1)
-        assert store.delete_graph(graph.id, cascade=True)
+        assert store.delete_graph("g", cascade=True)
         with db.reading() as session:
             assert session.one("SELECT count(*) FROM workflow_node_states") == (0,)
+
+
+def test_a_store_on_a_database_not_migrated_yet_names_the_command_to_run(
+    blank_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with connect(blank_url) as db:
+        with pytest.raises(MigrationError, match="has no workflow_db schema") as never:
+            WorkflowStore(db)
+        assert f"run `python -m workflow_db.migrate --url {db.display_url} up` first" in str(never.value)
+        first = write_migrations(
+            tmp_path / "v1",
+            {"0001_initial.sql": migrations_directory(db).joinpath("0001_initial.sql").read_text()},
+        )
+        upgrade(db, directory=first)
+        with pytest.raises(MigrationError, match=r"is at schema version 1; this workflow_db needs version 2"):
+            WorkflowStore(db)
+        snapshot = tmp_path / "snapshot.json"
+        snapshot.write_text('{"graphs": {"g": {"name": "g", "nodes": [{"id": "a"}]}}}')
+        assert importer_main(["--url", blank_url, str(snapshot)]) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "python -m workflow_db.migrate" in err
+        upgrade(db)
+        assert WorkflowStore(db).list_graphs() == []  # nothing was written before it refused
+        assert importer_main(["--url", blank_url, str(snapshot)]) == 0

@@ -254,7 +254,7 @@ def test_prune_runs_deletes_only_old_terminal_runs(store: WorkflowStore) -> None
     with pytest.raises(ValidationError, match="finished_before"):
         store.prune_runs(datetime(2030, 1, 1))
     for bad in (0, None, 2.5):
-        with pytest.raises(ValidationError, match="batch_size: expected a positive integer"):
+        with pytest.raises(ValidationError, match="batch_size: expected an integer from 1"):
             store.prune_runs(cutoff, batch_size=bad)  # type: ignore[arg-type]
 
 

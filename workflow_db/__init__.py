@@ -8,6 +8,8 @@ Migrations live in :mod:`workflow_db.migrate`, the importer of the old
 in-memory data in :mod:`workflow_db.importer`.
 """
 
+__version__ = "0.2.0"
+
 from .dialects import Database, connect
 from .errors import (
     ConflictError,

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from . import __version__
 from .dialects import Database, connect
 from .errors import WorkflowDBError
 
@@ -14,8 +15,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with ``--url`` and ``--timeout``."""
+    """An argument parser with ``--url``, ``--timeout`` and ``--version``."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (workflow_db {__version__})")
     parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
     parser.add_argument(
         "--timeout", type=float, default=30.0,
@@ -28,11 +30,14 @@ def run(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
     command: Callable[[Database, argparse.Namespace], int],
+    *,
+    creates_database: Callable[[argparse.Namespace], bool] = lambda args: False,
 ) -> int:
     """Parse ``argv``, connect, run ``command``; return the exit code.
 
     0 success, 1 failure (one ``error:`` line on stderr, no traceback), 2 usage
-    error (bad arguments, or a malformed or unsupported URL).
+    error (bad arguments, or a malformed or unsupported URL). A SQLite file
+    that does not exist is created only when ``creates_database(args)``.
     """
     try:
         args = parser.parse_args(argv)
@@ -40,7 +45,7 @@ def run(
         return int(exit_.code or EXIT_OK)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        db = connect(args.url, timeout=args.timeout)
+        db = connect(args.url, timeout=args.timeout, create=creates_database(args))
     except ValueError as exc:
         return _fail(exc, EXIT_USAGE)
     except WorkflowDBError as exc:

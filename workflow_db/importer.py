@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -125,21 +126,27 @@ def import_memory(
     codec = JsonCodec(store.max_json_bytes)
     now = utc_now()
     default_project = check_id("default_project_id", default_project_id)
+    logger.info(
+        "checking %d graphs, %d runs and the node states of %d runs",
+        len(graphs or {}), len(runs or {}), len(node_states or {}),
+    )  # fmt: skip
     new_graphs = _normalise_all(
         graphs, "graphs", lambda key, item: _graph(key, item, codec, now, default_project)
     )
     new_runs = _normalise_all(runs, "runs", lambda key, item: _run(key, item, codec, now))
     new_states = _normalise_states(node_states, codec)
-    logger.info("checked %d graphs, %d runs, %d node states", len(new_graphs), len(new_runs), len(new_states))
-    writer = _Writer(store, codec, overwrite)
+    logger.info(
+        "checked; comparing with the database%s", " (dry run: nothing will be written)" if dry_run else ""
+    )
+    writer = _Writer(store, codec, overwrite, dry_run)
     try:
         with store.db.writing() as session:
-            report = writer.write(session, new_graphs, new_runs, new_states, dry_run)
+            report = writer.write(session, new_graphs, new_runs, new_states)
             if dry_run:
                 raise _DryRun(report)
     except _DryRun as rolled_back:
         report = rolled_back.report
-    logger.info("%s in %.2f s", report.summary(), time.perf_counter() - started)
+    logger.info("%s in %.2f s", "checked" if dry_run else "imported", time.perf_counter() - started)
     return report
 
 
@@ -297,11 +304,13 @@ def _or_none(value: Any) -> Any:
 class _Writer:
     """Compares the import with what is stored and writes the difference in bulk."""
 
-    def __init__(self, store: WorkflowStore, codec: JsonCodec, overwrite: bool) -> None:
+    def __init__(self, store: WorkflowStore, codec: JsonCodec, overwrite: bool, dry_run: bool) -> None:
         self.store = store
         self.db = store.db
         self.codec = codec
         self.overwrite = overwrite
+        self.dry_run = dry_run
+        self.written = "would be written (dry run)" if dry_run else "written"
 
     def write(
         self,
@@ -309,7 +318,6 @@ class _Writer:
         graphs: dict[str, dict[str, Any]],
         runs: dict[str, dict[str, Any]],
         states: dict[tuple[str, str], dict[str, Any]],
-        dry_run: bool,
     ) -> ImportReport:
         """Write what is new or (with overwrite) changed; return the counts."""
         stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, graph_from_row)}
@@ -327,7 +335,7 @@ class _Writer:
         for graph in changed_graphs:
             self.store.update_graph(graph["id"], name=graph["name"], description=graph["description"],
                                     graph=graph["graph"])  # fmt: skip
-        logger.info("graphs: %d new, %d overwritten", len(new_graphs), len(changed_graphs))
+        logger.info("graphs: %d new, %d overwritten: %s", len(new_graphs), len(changed_graphs), self.written)
 
         referenced = set(runs) | {run_id for run_id, _ in states}
         stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, run_from_row)}
@@ -335,7 +343,7 @@ class _Writer:
         for start in range(0, len(new_runs), _PROGRESS_EVERY):
             chunk = new_runs[start : start + _PROGRESS_EVERY]
             session.run(q.IMPORT_RUNS, self._json_rows(chunk, _RUN_PAYLOAD))
-            logger.info("runs: %d of %d written", start + len(chunk), len(new_runs))
+            logger.info("runs: %d of %d %s", start + len(chunk), len(new_runs), self.written)
         session.many(q.OVERWRITE_RUN, [self._run_params(r) for r in changed_runs])
 
         known_runs = set(stored_runs) | set(runs)
@@ -358,7 +366,7 @@ class _Writer:
         for start in range(0, len(written_states), _PROGRESS_EVERY):
             chunk = written_states[start : start + _PROGRESS_EVERY]
             session.run(q.IMPORT_NODE_STATES, self._json_rows(chunk, _STATE_PAYLOAD))
-            logger.info("node states: %d of %d written", start + len(chunk), len(written_states))
+            logger.info("node states: %d of %d %s", start + len(chunk), len(written_states), self.written)
         return ImportReport(
             graphs_written=len(new_graphs) + len(changed_graphs),
             graphs_skipped=len(graphs) - len(new_graphs) - len(changed_graphs),
@@ -366,7 +374,7 @@ class _Writer:
             runs_skipped=len(runs) - len(new_runs) - len(changed_runs),
             node_states_written=len(written_states),
             node_states_skipped=skipped_states,
-            dry_run=dry_run,
+            dry_run=self.dry_run,
         )
 
     @staticmethod
@@ -423,7 +431,7 @@ class _Writer:
             if different and not self.overwrite and key not in replaceable:
                 raise ConflictError(
                     f"{label}[{_label(key)}] is already stored with other values in {', '.join(different)}; "
-                    "pass overwrite=True to replace it"
+                    "pass overwrite=True (--overwrite on the command line) to replace it"
                 )
             if different:
                 changed.append(self._merged(item, current, fields))
@@ -507,6 +515,7 @@ def load_snapshot(path: str) -> dict[str, Any]:
     """Read a snapshot file: ``{"graphs": {...}, "runs": {...}, "node_states": {...}}``."""
     try:
         with open(path, encoding="utf-8") as file:
+            logger.info("reading %s (%.1f MB)", path, os.fstat(file.fileno()).st_size / 1e6)
             snapshot = json.load(file)
     except OSError as exc:
         raise ValidationError(f"snapshot {path!r}: {exc.strerror}") from None

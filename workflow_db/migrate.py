@@ -19,6 +19,7 @@ Command line (exit 0 success, 1 failure, 2 usage error)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -104,11 +105,15 @@ def checksum(text: str) -> str:
 
 def migrations_directory(db: Database) -> Traversable:
     """Where the shipped migrations for ``db``'s dialect live."""
+    return _shipped(db.dialect)
+
+
+def _shipped(dialect: str) -> Traversable:
     try:
         root: Traversable = resources.files("workflow_db.sql")
     except ModuleNotFoundError:  # imported from a source checkout: sql/ sits beside the package
         root = Path(__file__).resolve().parent.parent / "sql"
-    return root.joinpath(db.dialect)
+    return root.joinpath(dialect)
 
 
 def load_migrations(db: Database, directory: MigrationsDirectory | None = None) -> list[Migration]:
@@ -200,6 +205,30 @@ def status(db: Database, *, directory: MigrationsDirectory | None = None) -> lis
     return rows
 
 
+@functools.cache
+def _newest_shipped(dialect: str) -> int:
+    return max((int(match.group(1)) for entry in _shipped(dialect).iterdir()
+                if (match := _FILE_NAME.match(entry.name))), default=0)  # fmt: skip
+
+
+def require_current(db: Database) -> None:
+    """Raise MigrationError, naming the command to run, unless every shipped migration is applied.
+
+    A database migrated further than this version of workflow_db knows is
+    fine (a newer release deployed its migrations before this process was
+    replaced). One round trip, made when a store is created.
+    """
+    needed = _newest_shipped(db.dialect)
+    with db.reading() as session:
+        applied = max(_read_applied(db, session), default=0)
+    if applied < needed:
+        state = "has no workflow_db schema" if applied == 0 else f"is at schema version {applied}"
+        raise MigrationError(
+            f"the database {db.display_url} {state}; this workflow_db needs version {needed}: "
+            f"run `python -m workflow_db.migrate --url {db.display_url} up` first"
+        )
+
+
 def plan(db: Database, *, directory: MigrationsDirectory | None = None) -> list[Migration]:
     """The migrations :func:`upgrade` would apply now, in order; writes nothing."""
     migrations = load_migrations(db, directory)
@@ -273,6 +302,7 @@ def _record(db: Database, session: Session, migration: Migration, started: float
 
 def _print_status(db: Database, out: TextIO) -> int:
     rows = status(db)
+    out.write(f"database {db.display_url}\n")
     out.write(f"{'version':>7}  {'name':<32}  {'applied at':<32}  state\n")
     for row in rows:
         applied_at = row.applied_at.isoformat(sep=" ", timespec="seconds") if row.applied_at else "-"
@@ -294,7 +324,8 @@ def _print_plan(db: Database, out: TextIO) -> int:
 
 def _upgrade(db: Database, out: TextIO) -> int:
     applied = upgrade(db)
-    out.write(f"applied {len(applied)} migration(s)" + (f": {applied}\n" if applied else "\n"))
+    out.write(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    out.write(f" to {db.display_url}\n")
     return 0
 
 
@@ -310,7 +341,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         "command", nargs="?", default="up", choices=sorted(_COMMANDS),
         help="up: apply pending migrations (default); status: list them; plan: print the SQL up would run",
     )  # fmt: skip
-    return cli.run(parser, argv, lambda db, args: _COMMANDS[args.command](db, out or sys.stdout))
+    return cli.run(
+        parser,
+        argv,
+        lambda db, args: _COMMANDS[args.command](db, out or sys.stdout),
+        creates_database=lambda args: args.command == "up",  # plan and status change nothing
+    )
 
 
 if __name__ == "__main__":

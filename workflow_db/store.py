@@ -71,8 +71,13 @@ class WorkflowStore:
     """
 
     def __init__(self, db: Database, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> None:
-        self.db = db
+        """Raises MigrationError, naming the command to run, on a database that is not migrated yet."""
+        # Imported here: `python -m workflow_db.migrate` must not find its module already loaded.
+        from .migrate import require_current
+
         self._json = JsonCodec(max_json_bytes)
+        require_current(db)
+        self.db = db
 
     @property
     def max_json_bytes(self) -> int:

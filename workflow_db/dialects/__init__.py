@@ -59,13 +59,16 @@ def connect(
     timeout: float = 30.0,
     prepare_threshold: int | None = 5,
     synchronous: str = "NORMAL",
+    create: bool = True,
 ) -> Database:
     """Connect to the database at ``url`` (default: ``$WORKFLOW_DB_URL``, else ``sqlite:///workflow.db``).
 
     * ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
       ``sqlite:///:memory:`` (private, shared by all threads of this object);
       ``timeout`` is the busy timeout, ``synchronous`` the PRAGMA (NORMAL: a
-      commit may be lost on power loss, never on an application crash).
+      commit may be lost on power loss, never on an application crash);
+      ``create=False`` refuses a file that does not exist yet
+      (DatabaseUnavailableError) instead of creating an empty one.
     * ``postgresql://`` or ``postgres://``: a ``psycopg_pool.ConnectionPool`` of
       ``min_size``..``max_size`` connections; ``timeout`` bounds waiting for a
       connection; ``prepare_threshold=None`` disables prepared statements
@@ -89,7 +92,7 @@ def connect(
             "database URL has no scheme: expected sqlite:///path.db or postgresql://user@host/db"
         )
     if scheme == "sqlite":
-        return _connect_sqlite(rest, timeout=timeout, synchronous=synchronous)
+        return _connect_sqlite(rest, timeout=timeout, synchronous=synchronous, create=create)
     if scheme in ("postgresql", "postgres"):
         return _connect_postgresql(
             url,

@@ -137,8 +137,10 @@ class Database(ABC):
     driver_errors: tuple[type[BaseException], ...]
     """The driver's exceptions, which :meth:`translate` turns into workflow_db.errors."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, display_url: str) -> None:
         self.timeout = timeout
+        self.display_url = display_url
+        """The database's URL with any password hidden: for messages and logs."""
         self._prepared: dict[SQL, str] = {}
         self._local = _ThreadState()
 

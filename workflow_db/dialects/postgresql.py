@@ -116,8 +116,7 @@ class PostgresDatabase(Database):
         timeout: float = 30.0,
         prepare_threshold: int | None = 5,
     ) -> None:
-        super().__init__(timeout)
-        self.display_url = display_url
+        super().__init__(timeout, display_url)
         self._secrets = secrets
         self._conninfo = conninfo
         self._connect_kwargs: dict[str, Any] = {

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -71,10 +72,18 @@ class SQLiteDatabase(Database):
             duration_ms REAL NOT NULL
         )"""
 
-    def __init__(self, path: str, *, timeout: float = 30.0, synchronous: str = "NORMAL") -> None:
-        super().__init__(timeout)
+    def __init__(
+        self, path: str, *, timeout: float = 30.0, synchronous: str = "NORMAL", create: bool = True
+    ) -> None:
+        in_memory = path == ":memory:"
+        super().__init__(timeout, "sqlite:///" + (path if in_memory else os.path.abspath(path)))
         if synchronous.upper() not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous: {synchronous!r} is not one of {', '.join(SYNCHRONOUS_LEVELS)}")
+        if not (create or in_memory or os.path.exists(path)):
+            raise DatabaseUnavailableError(
+                f"no SQLite database at {os.path.abspath(path)}: `python -m workflow_db.migrate "
+                f"--url {self.display_url} up` creates it"
+            )
         self.path = path
         self.synchronous = synchronous.upper()
         self._in_memory = path == ":memory:"
