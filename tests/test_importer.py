@@ -334,10 +334,10 @@ def test_the_command_line_says_what_it_does_and_prints_its_summary_once(
     )  # fmt: skip
     out, err = dry_run.stdout, dry_run.stderr
     assert dry_run.returncode == 0
-    assert (
-        out
-        == "would write 1 graphs, 1 runs, 0 node states; skipped 0 graphs, 0 runs, 0 node states already stored\n"
+    summary = (
+        "would write 1 graphs, 1 runs, 0 node states; skipped 0 graphs, 0 runs, 0 node states already stored"
     )
+    assert out == summary + "\n"
     assert "reading" in err and "would be written (dry run)" in err and "would write" not in err
     assert store.list_graphs() == []
     imported = subprocess.run(
