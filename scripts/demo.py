@@ -1,7 +1,7 @@
 """A first look at workflow_db: migrate, create a graph, run it to completion, print it.
 
-python scripts/demo.py                      # the embedded default, sqlite:///workflow.db
-python scripts/demo.py --url postgresql://user@host/db
+python scripts/demo.py                      # a throw-away SQLite database, removed afterwards
+python scripts/demo.py --url postgresql://user@host/db    # writes a project "demo" there
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import tempfile
 
 from workflow_db import WorkflowGraph, WorkflowRunStatus, WorkflowStore, connect
 from workflow_db.migrate import upgrade
@@ -19,9 +20,14 @@ NODES = ("extract", "transform", "load")
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
+    parser.add_argument("--url", help="database URL (default: a throw-away SQLite file, removed afterwards)")
     args = parser.parse_args(argv)
-    with connect(args.url) as db:
+    with tempfile.TemporaryDirectory(prefix="workflow_db-demo-") as scratch:
+        return _demo(args.url or f"sqlite:///{scratch}/demo.db")
+
+
+def _demo(url: str) -> int:
+    with connect(url) as db:
         upgrade(db)
         store = WorkflowStore(db)
         store.ensure_project("demo", "Demo project")

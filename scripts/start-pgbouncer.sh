@@ -2,6 +2,7 @@
 # Start PgBouncer on 127.0.0.1:6432 in TRANSACTION pooling mode in front of the
 # PostgreSQL server on 127.0.0.1:5432 (trust auth), for the `pgbouncer` tox env.
 # Installs the Debian package if it is missing; does nothing if 6432 already answers.
+# scripts/stop-pgbouncer.sh stops it again (only one this script started).
 set -euo pipefail
 port=${PGBOUNCER_PORT:-6432}
 dir=${PGBOUNCER_DIR:-/tmp/workflow_db-pgbouncer}
@@ -46,6 +47,7 @@ if [ "$(id -u)" = 0 ]; then  # pgbouncer refuses to run as root
 else
     pgbouncer -d "$dir/pgbouncer.ini"
 fi
+touch "$dir/started-here"
 for _ in $(seq 1 30); do
     pg_isready -q -h 127.0.0.1 -p "$port" && exit 0
     sleep 0.2

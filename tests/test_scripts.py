@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
+from conftest import PostgresServer, require_pg
+from pg_cluster import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -27,6 +33,20 @@ def test_demo_drives_a_run_to_completion(blank_url: str, tmp_path: Path) -> None
         ["transform", "completed", "1.00"],
         ["load", "completed", "1.00"],
     ]
+
+
+def test_demo_without_a_url_leaves_no_database_behind(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "WORKFLOW_DB_URL"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "demo.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
+    assert "status completed" in result.stdout.splitlines()[1]
+    assert list(tmp_path.iterdir()) == []  # no ./workflow.db (nor anything else) in the user's directory
 
 
 def test_bench_times_pages_on_both_sizes_in_the_same_rounds(blank_url: str, tmp_path: Path) -> None:
@@ -60,3 +80,27 @@ def _databases_named_like(url: str, part: str) -> list[str]:
     with psycopg.connect(url) as connection:
         rows = connection.execute("SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0", (part,))
         return [str(name) for (name,) in rows]
+
+
+@pytest.mark.pgbouncer
+def test_pgbouncer_scripts_stop_only_what_they_started(pg_server: PostgresServer | None) -> None:
+    require_pg(pg_server)
+    port = str(free_port())
+    ours, elsewhere = (f"/tmp/workflow_db-pgbouncer-test-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    env = {**os.environ, "PGBOUNCER_PORT": port, "PGBOUNCER_DIR": ours}
+
+    def answers() -> bool:
+        return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", port]).returncode == 0
+
+    try:
+        subprocess.run(["bash", str(SCRIPTS / "start-pgbouncer.sh")], env=env, check=True)
+        assert answers()
+        # A stop pointed at a directory this script never started from leaves it running.
+        subprocess.run(["bash", str(SCRIPTS / "stop-pgbouncer.sh")], env={**env, "PGBOUNCER_DIR": elsewhere},
+                       check=True)  # fmt: skip
+        assert answers()
+        subprocess.run(["bash", str(SCRIPTS / "stop-pgbouncer.sh")], env=env, check=True)
+        assert not answers()
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "stop-pgbouncer.sh")], env=env)
+        shutil.rmtree(ours, ignore_errors=True)
