@@ -1,9 +1,9 @@
-"""Benchmark workflow_db against SPEC.md section 7 and against the bare driver.
+"""Benchmark workflow_db against the specification's query targets and against the bare driver.
 
     python scripts/bench.py --url sqlite:////tmp/bench.db
     python scripts/bench.py --url postgresql://user@host/bench [--runs 10000] [--scale 1000000]
 
-The database must be empty (it is migrated here). The script loads SPEC.md's
+The database must be empty (it is migrated here). The script loads the specification's
 data set (``--runs`` runs over 100 projects, 10 nodes each) through the store,
 times every call (median and p95 in ms) and the bare driver running the same
 SQL and fetching plain tuples. Then it copies the database (the reference),
@@ -242,7 +242,7 @@ class Bench:
 
 
 def measure_reads(report: Report, bench: Bench, graphs: list[WorkflowGraph], runs: int) -> WorkflowRun:
-    """SPEC.md section 7's reads, store against bare driver; returns a run to write to."""
+    """The specification's timed reads, store against bare driver; returns a run to write to."""
     store = bench.store
     bench.compare(
         report,
@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="an EMPTY database to fill")
-    parser.add_argument("--runs", type=int, default=10_000, help="SPEC.md data set size (default 10000)")
+    parser.add_argument(
+        "--runs", type=int, default=10_000, help="size of the specification's data set (default 10000)"
+    )
     parser.add_argument("--scale", type=int, default=1_000_000, help="runs in the scale set (0: skip)")
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
     args = parser.parse_args(argv)

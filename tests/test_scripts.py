@@ -104,3 +104,17 @@ def test_pgbouncer_scripts_stop_only_what_they_started(pg_server: PostgresServer
     finally:
         subprocess.run(["bash", str(SCRIPTS / "stop-pgbouncer.sh")], env=env)
         shutil.rmtree(ours, ignore_errors=True)
+
+
+def test_every_file_the_readme_names_is_in_the_repository() -> None:
+    """A user's clone is all they have: the README may point at nothing outside it."""
+    root = SCRIPTS.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "../" not in readme
+    files = {path.name for path in root.rglob("*") if ".tox" not in path.parts and ".venv" not in path.parts}
+    named = set(re.findall(r"[\w./-]+\.(?:md|py|sh|sql|ini|cfg|toml)\b", readme))
+    patterns = {"sql/sqlite/NNNN_name.sql", "sql/postgresql/NNNN_name.sql", "workflow_db.sql"}  # not files
+    missing = {
+        name for name in named - patterns if not (root / name).exists() and Path(name).name not in files
+    }
+    assert missing == set()
