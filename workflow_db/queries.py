@@ -52,6 +52,15 @@ RUN_IN_PROJECT = (
 )
 """The scope of a node-state statement: its run belongs to the project."""
 
+BOUNDED_LOCK_WAIT = "/* bounded lock wait */ TRUE"
+"""A condition every write of the store carries, evaluated before the write waits for a row lock.
+
+The PostgreSQL dialect turns it into ``set_config('lock_timeout', ..., true)``
+(the connection's timeout, for this statement's transaction only: it works
+through PgBouncer in transaction mode, and costs no round trip); on SQLite,
+whose writers queue for the busy timeout, it stays ``TRUE``.
+"""
+
 TERMINAL_RUN_SQL = _sql_list(TERMINAL_RUN_STATUSES)
 TERMINAL_NODE_SQL = _sql_list(TERMINAL_NODE_STATUSES)
 OUTSIDE_GRAPH_POSITION = 2_147_483_647
@@ -62,7 +71,7 @@ OUTSIDE_GRAPH_POSITION = 2_147_483_647
 PROJECT_COLUMNS = "id, name, created_at"
 
 ENSURE_PROJECT = f"""
-    INSERT INTO projects (id, name, created_at) VALUES (:id, :name, :now)
+    INSERT INTO projects (id, name, created_at) SELECT :id, :name, :now WHERE {BOUNDED_LOCK_WAIT}
     ON CONFLICT (id) DO UPDATE SET name = projects.name
     RETURNING {PROJECT_COLUMNS}"""
 
@@ -75,7 +84,7 @@ GRAPH_COLUMNS = "id, project_id, name, description, graph_json, version, created
 INSERT_GRAPH = f"""
     INSERT INTO workflow_graphs
         (id, project_id, name, description, graph_json, version, created_at, updated_at)
-    VALUES (:id, :project_id, :name, :description, :graph_json, 1, :now, :now)
+    SELECT :id, :project_id, :name, :description, :graph_json, 1, :now, :now WHERE {BOUNDED_LOCK_WAIT}
     RETURNING {GRAPH_COLUMNS}"""
 
 GET_GRAPH = Scoped.of(f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id = :id{{scope}}", IN_PROJECT)
@@ -99,7 +108,7 @@ UPDATE_GRAPH = f"""
         graph_json = COALESCE(:graph_json, graph_json),
         version = version + 1,
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id AND version = :read_version
+    WHERE id = :id AND version = :read_version AND {BOUNDED_LOCK_WAIT}
     RETURNING {GRAPH_COLUMNS}"""
 
 
@@ -110,11 +119,17 @@ def _locking(sql: str) -> DialectSQL:
     return DialectSQL(sqlite=sql, postgresql=f"{sql} FOR UPDATE")
 
 
-_LOCK_GRAPH = Scoped.of("SELECT 1 FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
+_LOCK_GRAPH = Scoped.of(
+    f"SELECT 1 FROM workflow_graphs WHERE id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}", IN_PROJECT
+)
 LOCK_GRAPH = Scoped(_locking(_LOCK_GRAPH.any_project), _locking(_LOCK_GRAPH.one_project))
-DELETE_GRAPH = Scoped.of("DELETE FROM workflow_graphs WHERE id = :id{scope}", IN_PROJECT)
+DELETE_GRAPH = Scoped.of(
+    f"DELETE FROM workflow_graphs WHERE id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}", IN_PROJECT
+)
 # A graph's runs are always in its project (INSERT_RUN and the importer see to it).
-DELETE_GRAPH_RUNS = Scoped.of("DELETE FROM workflow_runs WHERE workflow_id = :id{scope}", IN_PROJECT)
+DELETE_GRAPH_RUNS = Scoped.of(
+    f"DELETE FROM workflow_runs WHERE workflow_id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}", IN_PROJECT
+)
 COUNT_GRAPH_RUNS = "SELECT count(*) FROM workflow_runs WHERE workflow_id = :id"
 
 LIST_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs"
@@ -138,13 +153,14 @@ RUN_COLUMNS = (
 # is not the graph's, leaves project_id NULL and the NOT NULL constraint refuses it.
 INSERT_RUN = f"""
     INSERT INTO workflow_runs ({RUN_COLUMNS})
-    VALUES (
+    SELECT
         :id,
         (SELECT project_id FROM workflow_graphs
          WHERE id = :workflow_id AND project_id = COALESCE(:project_id, project_id)),
         :workflow_id,
         (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
-        :status, :input_json, NULL, :now, :finished_at, :last_message, :now)
+        :status, :input_json, NULL, :now, :finished_at, :last_message, :now
+    WHERE {BOUNDED_LOCK_WAIT}
     RETURNING {RUN_COLUMNS}"""
 
 GET_RUN = Scoped.of(f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id{{scope}}", IN_PROJECT)
@@ -169,7 +185,7 @@ _UPDATE_RUN_STATUS = f"""
         last_message = COALESCE(:last_message, last_message),
         output_json = COALESCE(:output_json, output_json),
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id{{scope}}"""
+    WHERE id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}"""
 UPDATE_RUN_STATUS = Scoped.of(f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}", IN_PROJECT)
 UPDATE_RUN_STATUS_IF = Scoped.of(
     f"{_UPDATE_RUN_STATUS} AND status = :expected_status RETURNING {RUN_COLUMNS}", IN_PROJECT
@@ -179,7 +195,8 @@ PRUNE_RUNS = f"""
     DELETE FROM workflow_runs WHERE id IN (
         SELECT id FROM workflow_runs
         WHERE finished_at < :cutoff AND status IN {TERMINAL_RUN_SQL}{{project}}
-        LIMIT :batch_size)"""
+        LIMIT :batch_size)
+    AND {BOUNDED_LOCK_WAIT}"""
 PRUNE_RUNS_ANY_PROJECT = PRUNE_RUNS.format(project="")
 PRUNE_RUNS_OF_PROJECT = PRUNE_RUNS.format(project=" AND project_id = :project_id")
 
@@ -206,8 +223,9 @@ _SET_NODE_STATE = f"""
     INSERT INTO workflow_node_states AS ns
         (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
          updated_at)
-    VALUES ({{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
-            :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now)
+    SELECT {{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
+           :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now
+    WHERE {BOUNDED_LOCK_WAIT}
     ON CONFLICT (run_id, node_id) DO UPDATE SET
         updated_at = :now,
         status = {_NEW_NODE_STATUS},
@@ -228,7 +246,8 @@ SET_NODE_STATE = Scoped(
 
 _APPEND_NODE_MESSAGE = f"""
     INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json, updated_at)
-    VALUES ({{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now)
+    SELECT {{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now
+    WHERE {BOUNDED_LOCK_WAIT}
     ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}, updated_at = :now
     WHERE {{size}} + :added_bytes <= :max_bytes
     RETURNING {NODE_COLUMNS}"""

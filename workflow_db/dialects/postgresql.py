@@ -30,6 +30,7 @@ from psycopg.types.json import Json
 from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
+from ..queries import BOUNDED_LOCK_WAIT
 from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
@@ -286,7 +287,9 @@ class PostgresDatabase(Database):
     # -- types, SQL and errors -------------------------------------------------------
 
     def _convert(self, sql: str) -> str:
-        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql)
+        """``:name`` placeholders to pyformat, and each write's lock waits bounded by ``timeout``."""
+        bounded = f"set_config('lock_timeout', '{max(1, round(self.timeout * 1000))}ms', true) IS NOT NULL"
+        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql.replace(BOUNDED_LOCK_WAIT, bounded))
 
     def encode_time(self, value: datetime) -> datetime:
         """psycopg sends datetimes as timestamptz as they are."""
@@ -322,6 +325,11 @@ class PostgresDatabase(Database):
         message = self._scrub(str(exc))
         if isinstance(exc, psycopg.IntegrityError):
             return IntegrityError(f"PostgreSQL refused the write: {message}")
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return DatabaseUnavailableError(
+                f"PostgreSQL at {self.display_url}: waited longer than the timeout of {self.timeout:g} s "
+                "for a row another transaction holds"
+            )
         if isinstance(exc, psycopg.OperationalError):
             return DatabaseUnavailableError(f"PostgreSQL at {self.display_url}: {message}")
         return WorkflowDBError(f"PostgreSQL: {message}")
