@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -359,3 +360,22 @@ def test_both_command_lines_tell_their_version(module: str) -> None:
     assert result.returncode == 0
     assert result.stdout == f"python -m {module} (workflow_db {workflow_db.__version__})\n"
     assert workflow_db.__version__ == importlib.metadata.version("workflow_db")
+
+
+def test_a_big_import_holds_one_batch_besides_its_input(store: WorkflowStore) -> None:
+    """Peak memory of import_memory beyond its input: a batch, never a second copy of the input."""
+    tracemalloc.start()
+    try:
+        graphs = {"g": {"name": "g", "nodes": [{"id": f"n{i}", "label": f"Node {i}"} for i in range(10)]}}
+        runs = {f"r{r}": {"workflow_id": "g", "status": "completed", "started_at": "2026-01-01 10:00:00",
+                          "last_message": "finished"} for r in range(3000)}  # fmt: skip
+        states = {run_id: {f"n{i}": {"status": "completed", "progress": 1.0, "messages": ["started", "done"]}
+                           for i in range(10)} for run_id in runs}  # fmt: skip
+        input_bytes = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        report = import_memory(store, graphs=graphs, runs=runs, node_states=states)
+        beyond_input = tracemalloc.get_traced_memory()[1] - input_bytes
+    finally:
+        tracemalloc.stop()
+    assert report.node_states_written == 30_000
+    assert beyond_input < 0.5 * input_bytes, (beyond_input, input_bytes)

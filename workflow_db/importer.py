@@ -17,6 +17,7 @@ Command line (exit 0 success, 1 failure, 2 usage error)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cli
 from . import queries as q
@@ -60,7 +61,12 @@ logger = logging.getLogger(__name__)
 
 _MISSING = object()
 _CHUNK = 500
-_PROGRESS_EVERY = 5000
+"""Ids per ``IN (...)`` list when reading what is stored."""
+_BATCH = 1000
+"""Items checked, compared and written at a time: the import holds one batch besides its input."""
+_PROGRESS_EVERY = 20_000
+"""Items between two progress lines."""
+T = TypeVar("T")
 GRAPH_FIELDS = ("project_id", "name", "description", "graph", "created_at", "updated_at")
 RUN_FIELDS = (
     "project_id", "workflow_id", "status", "input", "output",
@@ -127,21 +133,22 @@ def import_memory(
     now = utc_now()
     default_project = check_id("default_project_id", default_project_id)
     logger.info(
-        "checking %d graphs, %d runs and the node states of %d runs",
+        "importing %d graphs, %d runs and the node states of %d runs%s",
         len(graphs or {}), len(runs or {}), len(node_states or {}),
+        " (dry run: checked, then rolled back)" if dry_run else "",
     )  # fmt: skip
-    new_graphs = _normalise_all(
-        graphs, "graphs", lambda key, item: _graph(key, item, codec, now, default_project)
+    writer = _Writer(
+        store,
+        codec,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        graph=lambda key, item: _graph(key, item, codec, now, default_project),
+        run=lambda key, item: _run(key, item, codec, now),
+        node_state=lambda run_id, node_id, item: _node_state(run_id, node_id, item, codec),
     )
-    new_runs = _normalise_all(runs, "runs", lambda key, item: _run(key, item, codec, now))
-    new_states = _normalise_states(node_states, codec)
-    logger.info(
-        "checked; comparing with the database%s", " (dry run: nothing will be written)" if dry_run else ""
-    )
-    writer = _Writer(store, codec, overwrite, dry_run)
     try:
         with store.db.writing() as session:
-            report = writer.write(session, new_graphs, new_runs, new_states)
+            report = writer.write(session, graphs or {}, runs or {}, node_states or {})
             if dry_run:
                 raise _DryRun(report)
     except _DryRun as rolled_back:
@@ -183,13 +190,20 @@ def _own_id(key: Any, item: Any, field: str = "id") -> str:
 
 
 def _normalise_all(
-    items: Mapping[str, Any] | None, label: str, normalise: Callable[[str, Any], dict[str, Any]]
+    items: Iterable[tuple[str, Any]], label: str, normalise: Callable[[str, Any], dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     result = {}
-    for key, item in (items or {}).items():
+    for key, item in items:
         with _naming_the_item(f"{label}[{key!r}]"):
             result[key] = normalise(key, item)
     return result
+
+
+def _chunks(items: Iterable[T], size: int = _BATCH) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 @contextmanager
@@ -257,17 +271,6 @@ def _run(key: str, given: Any, codec: JsonCodec, now: datetime) -> dict[str, Any
     }
 
 
-def _normalise_states(
-    node_states: Mapping[str, Mapping[str, Any]] | None, codec: JsonCodec
-) -> dict[tuple[str, str], dict[str, Any]]:
-    result = {}
-    for run_id, states in (node_states or {}).items():
-        for node_id, item in states.items():
-            with _naming_the_item(f"node_states[{run_id!r}][{node_id!r}]"):
-                result[(run_id, node_id)] = _node_state(run_id, node_id, item, codec)
-    return result
-
-
 def _node_state(run_id: str, node_id: str, given: Any, codec: JsonCodec) -> dict[str, Any]:
     item = fields_of(given, _STATE_PAYLOAD)
     if _get(item, "run_id") not in (_MISSING, None, run_id):
@@ -302,31 +305,46 @@ def _or_none(value: Any) -> Any:
 
 
 class _Writer:
-    """Compares the import with what is stored and writes the difference in bulk."""
+    """Checks the import batch by batch, compares it with what is stored and writes the difference.
 
-    def __init__(self, store: WorkflowStore, codec: JsonCodec, overwrite: bool, dry_run: bool) -> None:
+    Graphs go first, all at once (a service has a few); runs and node states
+    follow in batches of :data:`_BATCH`, so that the import never holds a
+    second copy of its input (all inside the caller's one transaction).
+    """
+
+    def __init__(
+        self,
+        store: WorkflowStore,
+        codec: JsonCodec,
+        *,
+        overwrite: bool,
+        dry_run: bool,
+        graph: Callable[[str, Any], dict[str, Any]],
+        run: Callable[[str, Any], dict[str, Any]],
+        node_state: Callable[[str, str, Any], dict[str, Any]],
+    ) -> None:
         self.store = store
         self.db = store.db
         self.codec = codec
         self.overwrite = overwrite
         self.dry_run = dry_run
         self.written = "would be written (dry run)" if dry_run else "written"
+        self.graph, self.run, self.node_state = graph, run, node_state
 
     def write(
         self,
         session: Session,
-        graphs: dict[str, dict[str, Any]],
-        runs: dict[str, dict[str, Any]],
-        states: dict[tuple[str, str], dict[str, Any]],
+        given_graphs: Mapping[str, Any],
+        runs: Mapping[str, Any],
+        node_states: Mapping[str, Mapping[str, Any]],
     ) -> ImportReport:
         """Write what is new or (with overwrite) changed; return the counts."""
+        graphs = _normalise_all(given_graphs.items(), "graphs", self.graph)
         stored_graphs = {g.id: g for g in self._stored(session, q.STORED_GRAPHS, graphs, graph_from_row)}
+        # A run's project is its graph's (checked below): the graphs name every project there is.
         projects = {g["project_id"] for g in graphs.values()}
         graph_projects = {gid: g.project_id for gid, g in stored_graphs.items()}
         graph_projects.update({gid: g["project_id"] for gid, g in graphs.items()})
-        for run_id, run in runs.items():
-            self._place_run(run_id, run, graph_projects)
-            projects.add(run["project_id"])
         now = self.db.encode_time(utc_now())
         session.many(q.IMPORT_PROJECT, [{"id": project, "now": now} for project in sorted(projects)])
 
@@ -336,46 +354,80 @@ class _Writer:
             self.store.update_graph(graph["id"], name=graph["name"], description=graph["description"],
                                     graph=graph["graph"])  # fmt: skip
         logger.info("graphs: %d new, %d overwritten: %s", len(new_graphs), len(changed_graphs), self.written)
-
-        referenced = set(runs) | {run_id for run_id, _ in states}
-        stored_runs = {r.id: r for r in self._stored(session, q.STORED_RUNS, referenced, run_from_row)}
-        new_runs, changed_runs = self._split(runs, stored_runs, "runs", RUN_FIELDS)
-        for start in range(0, len(new_runs), _PROGRESS_EVERY):
-            chunk = new_runs[start : start + _PROGRESS_EVERY]
-            session.run(q.IMPORT_RUNS, self._json_rows(chunk, _RUN_PAYLOAD))
-            logger.info("runs: %d of %d %s", start + len(chunk), len(new_runs), self.written)
-        session.many(q.OVERWRITE_RUN, [self._run_params(r) for r in changed_runs])
-
-        known_runs = set(stored_runs) | set(runs)
-        for run_id, node_id in states:
-            if run_id not in known_runs:
-                raise IntegrityError(
-                    f"node_states[{run_id!r}][{node_id!r}]: run_id names no run in the import or the database"
-                )
-        stored_states = {
-            (s.run_id, s.node_id): s
-            for s in self._stored(session, q.STORED_NODE_STATES, {r for r, _ in states}, node_state_from_row)
-        }
-        # As create_run made it: the import's state simply replaces it.
-        untouched = {key for key, state in stored_states.items() if _untouched(state)}
-        new_states, changed_states = self._split(
-            states, stored_states, "node_states", NODE_FIELDS, replaceable=untouched
-        )
-        written_states = new_states + changed_states
-        skipped_states = len(states) - len(written_states)
-        for start in range(0, len(written_states), _PROGRESS_EVERY):
-            chunk = written_states[start : start + _PROGRESS_EVERY]
-            session.run(q.IMPORT_NODE_STATES, self._json_rows(chunk, _STATE_PAYLOAD))
-            logger.info("node states: %d of %d %s", start + len(chunk), len(written_states), self.written)
+        runs_written = self._write_runs(session, runs, graph_projects)
+        states_seen, states_written = self._write_node_states(session, node_states, runs)
         return ImportReport(
             graphs_written=len(new_graphs) + len(changed_graphs),
             graphs_skipped=len(graphs) - len(new_graphs) - len(changed_graphs),
-            runs_written=len(new_runs) + len(changed_runs),
-            runs_skipped=len(runs) - len(new_runs) - len(changed_runs),
-            node_states_written=len(written_states),
-            node_states_skipped=skipped_states,
+            runs_written=runs_written,
+            runs_skipped=len(runs) - runs_written,
+            node_states_written=states_written,
+            node_states_skipped=states_seen - states_written,
             dry_run=self.dry_run,
         )
+
+    def _write_runs(
+        self, session: Session, runs: Mapping[str, Any], graph_projects: Mapping[str, str]
+    ) -> int:
+        written = done = 0
+        for batch in _chunks(runs.items()):
+            normalised = _normalise_all(batch, "runs", self.run)
+            for run_id, run in normalised.items():
+                self._place_run(run_id, run, graph_projects)
+            stored = {r.id: r for r in self._stored(session, q.STORED_RUNS, normalised, run_from_row)}
+            new_runs, changed_runs = self._split(normalised, stored, "runs", RUN_FIELDS)
+            if new_runs:
+                session.run(q.IMPORT_RUNS, self._json_rows(new_runs, _RUN_PAYLOAD))
+            session.many(q.OVERWRITE_RUN, [self._run_params(r) for r in changed_runs])
+            written += len(new_runs) + len(changed_runs)
+            done += len(batch)
+            if done % _PROGRESS_EVERY < len(batch) or done == len(runs):
+                logger.info("runs: %d of %d checked, %d %s", done, len(runs), written, self.written)
+        return written
+
+    def _write_node_states(
+        self, session: Session, node_states: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Any]
+    ) -> tuple[int, int]:
+        """Node states batch by batch; returns how many were given and how many written."""
+        seen = written = 0
+        given = (
+            (run_id, node_id, item)
+            for run_id, states in node_states.items()
+            for node_id, item in states.items()
+        )
+        for batch in _chunks(given):
+            states = {}
+            for run_id, node_id, item in batch:
+                with _naming_the_item(f"node_states[{run_id!r}][{node_id!r}]"):
+                    states[(run_id, node_id)] = self.node_state(run_id, node_id, item)
+            run_ids = {run_id for run_id, _ in states}
+            not_imported = {run_id for run_id in run_ids if run_id not in runs}
+            stored_runs = {r.id for r in self._stored(session, q.STORED_RUNS, not_imported, run_from_row)}
+            for run_id, node_id in states:
+                if run_id not in runs and run_id not in stored_runs:
+                    raise IntegrityError(
+                        f"node_states[{run_id!r}][{node_id!r}]: run_id names no run in the import "
+                        "or the database"
+                    )
+            stored_states = {
+                (s.run_id, s.node_id): s
+                for s in self._stored(session, q.STORED_NODE_STATES, run_ids, node_state_from_row)
+            }
+            # As create_run made it: the import's state simply replaces it.
+            untouched = {key for key, state in stored_states.items() if _untouched(state)}
+            new_states, changed_states = self._split(
+                states, stored_states, "node_states", NODE_FIELDS, replaceable=untouched
+            )
+            if new_states or changed_states:
+                session.run(
+                    q.IMPORT_NODE_STATES, self._json_rows(new_states + changed_states, _STATE_PAYLOAD)
+                )
+            seen += len(states)
+            written += len(new_states) + len(changed_states)
+            if seen % _PROGRESS_EVERY < len(batch):
+                logger.info("node states: %d checked, %d %s", seen, written, self.written)
+        logger.info("node states: %d checked, %d %s", seen, written, self.written)
+        return seen, written
 
     @staticmethod
     def _place_run(run_id: str, run: dict[str, Any], graph_projects: Mapping[str, str]) -> None:
