@@ -21,7 +21,7 @@ from factories import empty_database, present
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from workflow_db import IntegrityError, WorkflowNodeState, WorkflowRun, WorkflowStore
+from workflow_db import ConflictError, IntegrityError, WorkflowNodeState, WorkflowRun, WorkflowStore
 from workflow_db.importer import import_memory, main
 from workflow_db.models import TERMINAL_RUN_STATUSES
 
@@ -133,6 +133,12 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
         )
         def set_node_state(self, data: st.DataObject, node_id: str, status: Any, progress: float) -> None:
             run_id = self.run_id(data)
+            run = self.service.get_run(run_id)
+            if run is not None and run.status is legacy.WorkflowRunStatus.CANCELLED:
+                # The one change for its callers: a cancelled run's node states are final.
+                with pytest.raises(ConflictError, match="is cancelled"):
+                    self.swapped.set_node_state(run_id, node_id, status=status, progress=progress)
+                return
             old = self.service.set_node_state(run_id, node_id, status=status, progress=progress)
             new = self.swapped.set_node_state(run_id, node_id, status=status, progress=progress)
             assert (old is None) == (new is None)

@@ -121,6 +121,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
     assert [(r.version, r.name, r.state, r.checksum_ok) for r in rows] == [
         (1, "initial", "applied", True),
         (2, "service_data", "applied", True),
+        (3, "run_lifecycle", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -480,12 +481,16 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2]
+        assert upgrade(db) == [2, 3]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [
             (*row, None)
             for row in before.pop("workflow_node_states")  # plus updated_at, NULL
+        ]
+        assert after.pop("workflow_runs") == [
+            (*row, None, None, None, None)
+            for row in before.pop("workflow_runs")  # plus schema 3's lifecycle columns, NULL
         ]
         assert after == before
         with connect(db_url) as fresh:  # the same schema as a database migrated from nothing
@@ -521,7 +526,10 @@ def test_a_store_on_a_database_not_migrated_yet_names_the_command_to_run(
             {"0001_initial.sql": migrations_directory(db).joinpath("0001_initial.sql").read_text()},
         )
         upgrade(db, directory=first)
-        with pytest.raises(MigrationError, match=r"is at schema version 1; this workflow_db needs version 2"):
+        with pytest.raises(
+            MigrationError,
+            match=f"is at schema version 1; this workflow_db needs version {SHIPPED_VERSIONS[-1]}",
+        ):
             WorkflowStore(db)
         snapshot = tmp_path / "snapshot.json"
         snapshot.write_text('{"graphs": {"g": {"name": "g", "nodes": [{"id": "a"}]}}}')

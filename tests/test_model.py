@@ -353,6 +353,10 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             messages: list[str] | None,
             error: str | None,
         ) -> None:
+            if self.model.runs[run_id].status == "cancelled":  # a cancelled run's node states are final
+                with pytest.raises(ConflictError, match="is cancelled"):
+                    store.set_node_state(run_id, node, status=status, progress=progress, error=error)
+                return
             result = store.set_node_state(
                 run_id, node, status=status, progress=progress, messages=messages, error=error
             )
@@ -383,6 +387,10 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
         @rule(data=st.data(), node=st.sampled_from([*NODE_IDS, "extra"]), message=hostile_text)
         def append_node_message(self, data: st.DataObject, node: str, message: str) -> None:
             run_id = data.draw(st.sampled_from(sorted(self.model.runs)))
+            if self.model.runs[run_id].status == "cancelled":
+                with pytest.raises(ConflictError, match="is cancelled"):
+                    store.append_node_message(run_id, node, message)
+                return
             result = store.append_node_message(run_id, node, message)
             state = self.model.states.setdefault((run_id, node), ModelState())
             state.messages = [*state.messages, message]
@@ -399,7 +407,8 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
         @rule(data=st.data(), status=st.sampled_from(RUN_STATUSES), node=st.sampled_from(NODE_IDS))
         def rolled_back_transaction(self, data: st.DataObject, status: str, node: str) -> None:
             run_id = data.draw(st.sampled_from(sorted(self.model.runs)))
-            with pytest.raises(Rollback), store.transaction():
+            # Cancelled, the node write inside refuses (ConflictError): rolled back all the same.
+            with pytest.raises(ConflictError if status == "cancelled" else Rollback), store.transaction():
                 store.update_run_status(run_id, status, last_message="never seen")
                 store.set_node_state(run_id, node, error="never seen")
                 store.append_node_message(run_id, node, "never seen")
@@ -413,6 +422,11 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
         @rule(data=st.data(), status=st.sampled_from(RUN_STATUSES), progress=st.floats(0, 1))
         def committed_transaction(self, data: st.DataObject, status: str, progress: float) -> None:
             run_id = data.draw(st.sampled_from(sorted(self.model.runs)))
+            if status == "cancelled":  # its node write refuses, and takes the status change with it
+                with pytest.raises(ConflictError), store.transaction():
+                    store.update_run_status(run_id, status, last_message="in a transaction")
+                    store.set_node_state(run_id, "a", progress=progress)
+                return
             with store.transaction():
                 self.apply_update_run_status(run_id, status, False, "in a transaction", None, None)
                 self.apply_set_node_state(run_id, "a", None, progress, None, None)

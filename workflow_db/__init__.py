@@ -20,6 +20,7 @@ from .errors import (
     ValidationError,
     WorkflowDBError,
 )
+from .lifecycle import RunSummary
 from .models import (
     Project,
     WorkflowGraph,
@@ -38,6 +39,7 @@ __all__ = [
     "IntegrityError",
     "MigrationError",
     "Project",
+    "RunSummary",
     "ValidationError",
     "WorkflowDBError",
     "WorkflowGraph",

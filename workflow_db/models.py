@@ -214,7 +214,11 @@ class WorkflowGraph:
 @decoded_on_read
 @dataclass(frozen=True)
 class WorkflowRun(LazyFields):
-    """One run of a workflow, pinned to the graph version it started with."""
+    """One run of a workflow, pinned to the graph version it started with.
+
+    ``paused_at`` and ``checkpoint`` are set by ``pause_run``; ``owner`` and
+    ``lease_expires_at`` while a service process holds the run.
+    """
 
     id: str
     project_id: str
@@ -227,6 +231,10 @@ class WorkflowRun(LazyFields):
     finished_at: datetime | None
     last_message: str | None
     updated_at: datetime
+    paused_at: datetime | None = None
+    checkpoint: Any = None
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
 
 
 @decoded_on_read
@@ -379,6 +387,14 @@ def check_key(field: str, value: object) -> str:
     if "\x00" in value:
         raise ValidationError(f"{field}: the NUL character (\\x00) cannot be stored")
     return value
+
+
+def id_params(value: object, field: str, project_id: str | None, key: str = "id") -> dict[str, Any]:
+    """The parameters of a by-id statement: ``{key: id, "project_id": scope}``, both checked."""
+    return {
+        key: check_key(field, value),
+        "project_id": None if project_id is None else check_key("project_id", project_id),
+    }
 
 
 def check_id(field: str, value: object) -> str:

@@ -143,16 +143,18 @@ GRAPH_AFTER_ID = Scoped.of(
 
 # -- runs -------------------------------------------------------------------------------
 
-RUN_COLUMNS = (
+_RUN_STORED_AT_START = (
     "id, project_id, workflow_id, workflow_version, status, input_json, output_json, "
     "started_at, finished_at, last_message, updated_at"
 )
+"""The columns create_run and the importer write; the lifecycle's start empty."""
+RUN_COLUMNS = f"{_RUN_STORED_AT_START}, paused_at, checkpoint_json, owner, lease_expires_at"
 
 # One statement: pins the graph's current version and (by trigger) creates the
 # PENDING node states of that version. An unknown graph, or a project_id that
 # is not the graph's, leaves project_id NULL and the NOT NULL constraint refuses it.
 INSERT_RUN = f"""
-    INSERT INTO workflow_runs ({RUN_COLUMNS})
+    INSERT INTO workflow_runs ({_RUN_STORED_AT_START})
     SELECT
         :id,
         (SELECT project_id FROM workflow_graphs
@@ -184,6 +186,9 @@ _UPDATE_RUN_STATUS = f"""
             ELSE finished_at END,
         last_message = COALESCE(:last_message, last_message),
         output_json = COALESCE(:output_json, output_json),
+        paused_at = CASE WHEN :leaves_pause THEN NULL ELSE paused_at END,
+        owner = CASE WHEN :release THEN NULL ELSE owner END,
+        lease_expires_at = CASE WHEN :release THEN NULL ELSE lease_expires_at END,
         updated_at = wf_strictly_after(updated_at, :now)
     WHERE id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}"""
 UPDATE_RUN_STATUS = Scoped.of(f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}", IN_PROJECT)
@@ -211,21 +216,40 @@ _NEW_NODE_STATUS = (
 )
 _ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
 
-# The run id a node-state write inserts: scoped, NULL for a run of another
-# project, which the NOT NULL constraint refuses exactly as the foreign key
-# refuses an unknown run. Every write sets the state's updated_at; the
-# heartbeat trigger (schema 2) moves the run's updated_at with it.
-_NODE_RUN_ID = Scoped(
-    ":run_id", "(SELECT r.id FROM workflow_runs AS r WHERE r.id = :run_id AND r.project_id = :project_id)"
-)
+# Every node-state write selects its run: no row for an unknown run, a run of
+# another project (when scoped) or a CANCELLED run, whose node states are
+# final. On PostgreSQL it locks the run row first (FOR NO KEY UPDATE), so a
+# cancel_run in flight is waited for and then seen: no node enters RUNNING
+# under a cancelled run. (SQLite has one writer at a time.) Every write sets
+# the state's updated_at; the heartbeat trigger (schema 2) moves the run's.
+_NODE_RUN = f"""
+    FROM workflow_runs AS r
+    WHERE r.id = :run_id AND r.status <> 'cancelled' AND {BOUNDED_LOCK_WAIT}{{scope}}{{lock}}"""
 
-_SET_NODE_STATE = f"""
+
+def _node_write(template: str, **dialect_parts: dict[str, str]) -> Scoped[DialectSQL]:
+    """``template`` with its run selection, scoped or not, for each dialect."""
+
+    def text(dialect: str, scope: str) -> str:
+        lock = " FOR NO KEY UPDATE OF r" if dialect == "postgresql" else ""
+        parts = dialect_parts.get(dialect, {})
+        return template.format(run=_NODE_RUN.format(scope=scope, lock=lock), **parts)
+
+    return Scoped(
+        *(
+            DialectSQL(sqlite=text("sqlite", scope), postgresql=text("postgresql", scope))
+            for scope in ("", " AND r.project_id = :project_id")
+        )
+    )
+
+
+SET_NODE_STATE = _node_write(
+    f"""
     INSERT INTO workflow_node_states AS ns
         (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
          updated_at)
-    SELECT {{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
-           :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now
-    WHERE {BOUNDED_LOCK_WAIT}
+    SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
+           :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now{{run}}
     ON CONFLICT (run_id, node_id) DO UPDATE SET
         updated_at = :now,
         status = {_NEW_NODE_STATUS},
@@ -239,39 +263,26 @@ _SET_NODE_STATE = f"""
                 THEN :now
             ELSE ns.completed_at END
     RETURNING {NODE_COLUMNS}"""
-SET_NODE_STATE = Scoped(
-    _SET_NODE_STATE.format(run_id=_NODE_RUN_ID.any_project),
-    _SET_NODE_STATE.format(run_id=_NODE_RUN_ID.one_project),
 )
 
-_APPEND_NODE_MESSAGE = f"""
+# Appends inside the database, so concurrent appends all survive; the WHERE
+# keeps the list within max_json_bytes (no row back, for a run that is there,
+# means it would not fit).
+APPEND_NODE_MESSAGE = _node_write(
+    f"""
     INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json, updated_at)
-    SELECT {{run_id}}, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now
-    WHERE {BOUNDED_LOCK_WAIT}
+    SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now{{run}}
     ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}, updated_at = :now
     WHERE {{size}} + :added_bytes <= :max_bytes
-    RETURNING {NODE_COLUMNS}"""
-
-
-# Appends inside the database, so concurrent appends all survive; the WHERE
-# keeps the list within max_json_bytes (no row back means it would not fit).
-def _append_node_message(run_id: str) -> DialectSQL:
-    return DialectSQL(
-        sqlite=_APPEND_NODE_MESSAGE.format(
-            run_id=run_id,
-            append="json_insert(ns.messages_json, '$[#]', :message)",
-            size="length(CAST(ns.messages_json AS BLOB))",
-        ),
-        postgresql=_APPEND_NODE_MESSAGE.format(
-            run_id=run_id,
-            append="(ns.messages_json::jsonb || jsonb_build_array(CAST(:message AS text)))::json",
-            size="octet_length(ns.messages_json::text)",
-        ),
-    )
-
-
-APPEND_NODE_MESSAGE = Scoped(
-    _append_node_message(_NODE_RUN_ID.any_project), _append_node_message(_NODE_RUN_ID.one_project)
+    RETURNING {NODE_COLUMNS}""",
+    sqlite={
+        "append": "json_insert(ns.messages_json, '$[#]', :message)",
+        "size": "length(CAST(ns.messages_json AS BLOB))",
+    },
+    postgresql={
+        "append": "(ns.messages_json::jsonb || jsonb_build_array(CAST(:message AS text)))::json",
+        "size": "octet_length(ns.messages_json::text)",
+    },
 )
 
 GET_NODE_STATE = Scoped.of(
@@ -282,6 +293,67 @@ LIST_NODE_STATES = Scoped.of(
     f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id{{scope}} "
     "ORDER BY position, node_id",
     RUN_IN_PROJECT,
+)
+
+# -- the run lifecycle (workflow_db.lifecycle) ---------------------------------------
+# Each moves a run from the statuses it may leave, in one statement; no row
+# back means the run is absent or in another status (the caller reads which).
+
+CANCEL_RUN = Scoped.of(
+    f"""
+    UPDATE workflow_runs SET
+        status = 'cancelled',
+        finished_at = COALESCE(finished_at, :now),
+        last_message = COALESCE(:last_message, last_message),
+        paused_at = NULL, owner = NULL, lease_expires_at = NULL,
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id AND status IN ('pending', 'running', 'paused') AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}""",
+    IN_PROJECT,
+)
+CANCEL_NODES = f"""
+    UPDATE workflow_node_states SET status = 'cancelled', completed_at = :now, updated_at = :now
+    WHERE run_id = :id AND status IN ('pending', 'running') AND {BOUNDED_LOCK_WAIT}"""
+
+PAUSE_RUN = Scoped.of(
+    f"""
+    UPDATE workflow_runs SET
+        status = 'paused',
+        paused_at = :now,
+        checkpoint_json = COALESCE(:checkpoint_json, checkpoint_json),
+        last_message = COALESCE(:last_message, last_message),
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id AND status = 'running' AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}""",
+    IN_PROJECT,
+)
+
+RESUME_RUN = Scoped.of(
+    f"""
+    UPDATE workflow_runs SET
+        status = 'running',
+        paused_at = NULL,
+        last_message = COALESCE(:last_message, last_message),
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id AND status = 'paused' AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}""",
+    IN_PROJECT,
+)
+
+
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+# The run and its node states in one round trip: one row per node state (a
+# run without any still gives one row, its node columns NULL), in node order.
+RUN_SUMMARY = Scoped.of(
+    f"""
+    SELECT {_prefixed("r", RUN_COLUMNS)}, {_prefixed("ns", NODE_COLUMNS)}
+    FROM workflow_runs AS r LEFT JOIN workflow_node_states AS ns ON ns.run_id = r.id
+    WHERE r.id = :id{{scope}}
+    ORDER BY ns.position, ns.node_id""",
+    " AND r.project_id = :project_id",
 )
 
 # -- the importer's bulk statements (run with executemany) ------------------------
@@ -308,14 +380,14 @@ OVERWRITE_RUN = f"UPDATE workflow_runs SET {_RUN_VALUES} WHERE id = :id"
 # timestamps are fixed-width ISO-8601 UTC text, which both databases read.
 IMPORT_RUNS = DialectSQL(
     sqlite=f"""
-        INSERT INTO workflow_runs ({RUN_COLUMNS})
+        INSERT INTO workflow_runs ({_RUN_STORED_AT_START})
         SELECT r.value ->> '$.id', r.value ->> '$.project_id', g.id, g.version,
                r.value ->> '$.status', r.value -> '$.input', r.value -> '$.output',
                r.value ->> '$.started_at', r.value ->> '$.finished_at',
                r.value ->> '$.last_message', r.value ->> '$.updated_at'
         FROM json_each(:rows) AS r JOIN workflow_graphs AS g ON g.id = r.value ->> '$.workflow_id'""",
     postgresql=f"""
-        INSERT INTO workflow_runs ({RUN_COLUMNS})
+        INSERT INTO workflow_runs ({_RUN_STORED_AT_START})
         SELECT r.id, r.project_id, g.id, g.version, r.status, r.input, r.output,
                r.started_at, r.finished_at, r.last_message, r.updated_at
         FROM json_to_recordset(:rows) AS r (

@@ -79,6 +79,10 @@ def _run_values(row: Row) -> tuple[Any, ...]:
         None if row[8] is None else _time[type(row[8])](row[8]),
         row[9],
         _time[type(row[10])](row[10]),
+        None if row[11] is None else _time[type(row[11])](row[11]),
+        None if row[12] is None else _json(row[12]),
+        row[13],
+        None if row[14] is None else _time[type(row[14])](row[14]),
     )
 
 

@@ -18,6 +18,7 @@ from . import queries as q
 from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
+from .lifecycle import RunLifecycle
 from .models import (
     MAX_VERSION,
     TERMINAL_NODE_STATUSES,
@@ -39,6 +40,7 @@ from .models import (
     check_messages,
     check_progress,
     check_text,
+    id_params,
     new_id,
     to_status,
     to_statuses,
@@ -61,7 +63,7 @@ _UPDATE_RETRIES = 20
 Record = TypeVar("Record")
 
 
-class WorkflowStore:
+class WorkflowStore(RunLifecycle):
     """Durable, project-scoped storage of workflow graphs, runs and node states.
 
     Each call is its own transaction unless it runs inside
@@ -152,7 +154,7 @@ class WorkflowStore:
 
         ``project_id`` scopes the call: a graph of another project is absent.
         """
-        params = _by_id(graph_id, "graph_id", project_id)
+        params = id_params(graph_id, "graph_id", project_id)
         if version is None:
             return self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row)
         params["version"] = check_count("version", version, MAX_VERSION)
@@ -238,7 +240,7 @@ class WorkflowStore:
         ``cascade=True`` deletes those runs and their node states too.
         ``project_id`` scopes the call: a graph of another project is absent.
         """
-        params = _by_id(graph_id, "graph_id", project_id)
+        params = id_params(graph_id, "graph_id", project_id)
         cascade = check_flag("cascade", cascade)
         delete_graph = q.DELETE_GRAPH.pick(project_id)
         try:
@@ -307,7 +309,7 @@ class WorkflowStore:
 
     def get_run(self, run_id: str, *, project_id: str | None = None) -> WorkflowRun | None:
         """The run ``run_id``, or None (also for a run of another project than ``project_id``)."""
-        return self._get(q.GET_RUN.pick(project_id), _by_id(run_id, "run_id", project_id), run_from_row)
+        return self._get(q.GET_RUN.pick(project_id), id_params(run_id, "run_id", project_id), run_from_row)
 
     def list_runs(
         self,
@@ -377,7 +379,7 @@ class WorkflowStore:
         finish = (finished is not None and check_flag("finished", finished)) or (
             new_status in TERMINAL_RUN_STATUSES
         )
-        params = _by_id(run_id, "run_id", project_id)
+        params = id_params(run_id, "run_id", project_id)
         params |= {
             "status": new_status.value if new_status is not None else None,
             "finish": finish,
@@ -386,6 +388,8 @@ class WorkflowStore:
             "output_json": self._json_param("output", output),
             "now": self._now(),
             "expected_status": expected.value if expected is not None else None,
+            "leaves_pause": new_status is not None and new_status is not WorkflowRunStatus.PAUSED,
+            "release": new_status in TERMINAL_RUN_STATUSES,  # a finished run is nobody's
         }
         sql = (q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF).pick(project_id)
         row = self.db.write(sql, params, fetch_one)
@@ -459,7 +463,7 @@ class WorkflowStore:
             WorkflowNodeStatus.RUNNING if checked_progress is not None else WorkflowNodeStatus.PENDING
         )
         now = self._now()
-        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params = id_params(run_id, "run_id", project_id, key="run_id")
         params |= {
             "node_id": node_id,
             "forced_status": forced.value if forced is not None else None,
@@ -491,7 +495,7 @@ class WorkflowStore:
         node_id = check_id("node_id", node_id)
         message = str(check_text("message", message))
         encoded = self._json.encode("messages", [message])
-        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params = id_params(run_id, "run_id", project_id, key="run_id")
         params |= {
             "now": self._now(),
             "node_id": node_id,
@@ -509,21 +513,27 @@ class WorkflowStore:
         return state
 
     def _write_node_state(self, sql: SQL, params: dict[str, Any]) -> WorkflowNodeState | None:
-        """Run a node-state upsert; None if it returned no row."""
-        try:
-            row = self.db.write(sql, params, fetch_one)
-        except IntegrityError as exc:
-            run_id, project_id = params["run_id"], params.get("project_id")
-            if not self._exists(q.RUN_EXISTS.pick(project_id), run_id, project_id):
-                raise IntegrityError(f"run_id: no run {run_id!r}") from exc
-            raise
-        return None if row is None else node_state_from_row(row)
+        """Run a node-state upsert; None if the run is there but the write's own WHERE refused it.
+
+        Raises IntegrityError for an unknown run (or one of another project),
+        ConflictError for a cancelled run, whose node states are final.
+        """
+        row = self.db.write(sql, params, fetch_one)
+        if row is not None:
+            return node_state_from_row(row)
+        run_id, project_id = params["run_id"], params["project_id"]
+        run = self._get(q.GET_RUN.pick(project_id), id_params(run_id, "run_id", project_id), run_from_row)
+        if run is None:
+            raise IntegrityError(f"run_id: no run {run_id!r}")
+        if run.status is WorkflowRunStatus.CANCELLED:
+            raise ConflictError(f"run {run_id!r} is cancelled: its node states are final")
+        return None
 
     def get_node_state(
         self, run_id: str, node_id: str, *, project_id: str | None = None
     ) -> WorkflowNodeState | None:
         """The state of node ``node_id`` in run ``run_id``, or None (also for a run of another project)."""
-        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params = id_params(run_id, "run_id", project_id, key="run_id")
         params["node_id"] = check_key("node_id", node_id)
         return self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row)
 
@@ -532,7 +542,7 @@ class WorkflowStore:
 
         Empty for an unknown run, or one of another project than ``project_id``.
         """
-        params = _by_id(run_id, "run_id", project_id, key="run_id")
+        params = id_params(run_id, "run_id", project_id, key="run_id")
         return node_states_from_rows(self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all))
 
     # -- helpers --------------------------------------------------------------------------------
@@ -633,14 +643,6 @@ def _unknown_after(pages: _Pages, after_id: str) -> ValidationError:
     return ValidationError(
         f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
     )
-
-
-def _by_id(value: object, field: str, project_id: str | None, key: str = "id") -> dict[str, Any]:
-    """The parameters of a by-id statement: ``{key: id, "project_id": scope}``, both checked."""
-    return {
-        key: check_key(field, value),
-        "project_id": None if project_id is None else check_key("project_id", project_id),
-    }
 
 
 def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
