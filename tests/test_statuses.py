@@ -1,34 +1,13 @@
-"""API.md "Statuses from the service's own enums": members of any str enum, 'idle' as PENDING."""
+"""Statuses from the service's own enums (tests/legacy_service.py); 'idle' is PENDING."""
 
 from __future__ import annotations
 
-from enum import Enum
-
 import pytest
 from factories import make_graph, present
+from legacy_service import WorkflowNodeStatus as ServiceNodeStatus
+from legacy_service import WorkflowRunStatus as ServiceRunStatus
 
 from workflow_db import ValidationError, WorkflowNodeStatus, WorkflowRunStatus, WorkflowStore
-
-
-class ServiceRunStatus(str, Enum):  # noqa: UP042 - declared as the service declares it
-    """The legacy service's run status enum, as it declares it (str mixin, not StrEnum)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class ServiceNodeStatus(str, Enum):  # noqa: UP042
-    """The legacy service's node status enum: ``idle`` is what workflow_db calls PENDING."""
-
-    IDLE = "idle"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 def test_every_run_status_argument_takes_the_services_enum(store: WorkflowStore) -> None:
