@@ -11,7 +11,7 @@ from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
-SHIPPED_VERSIONS = [1, 2, 3]
+SHIPPED_VERSIONS = [1, 2, 3, 4]
 """The migrations sql/ ships, in order."""
 
 

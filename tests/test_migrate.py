@@ -122,6 +122,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (1, "initial", "applied", True),
         (2, "service_data", "applied", True),
         (3, "run_lifecycle", "applied", True),
+        (4, "run_leases", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -481,7 +482,7 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2, 3]
+        assert upgrade(db) == [2, 3, 4]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [

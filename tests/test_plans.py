@@ -14,7 +14,9 @@ import pytest
 from conftest import DIALECTS, PostgresServer, require_pg
 
 from workflow_db import WorkflowGraph, WorkflowStore, connect
+from workflow_db import queries as q
 from workflow_db.migrate import upgrade
+from workflow_db.models import utc_now
 
 RUNS = 50_000
 PROJECTS = 100
@@ -203,3 +205,20 @@ def test_pages_are_served_in_order(planned: WorkflowStore) -> None:
     assert [r.started_at for r in page] == sorted((r.started_at for r in page), reverse=True)
     assert {(r.project_id, r.status.value) for r in page} == {("proj_0", "running")} and len(page) == 50
     assert [s.node_id for s in planned.list_node_states("run-000123")] == ["n0", "n1"]
+
+
+def test_the_orphan_claim_reads_its_two_indexes(planned: WorkflowStore) -> None:
+    """claim_orphaned_runs: expired leases and unowned stale runs, each found by its index."""
+    db = planned.db
+    sql = getattr(q.claim_orphaned_runs(("running",), False), db.dialect)
+    params = {"owner": "w", "lease_seconds": 60.0, "now": db.encode_time(utc_now()), "limit": 10}
+    with db.reading() as session:
+        rows = session.all(EXPLAIN[db.dialect] + sql, params)
+    if db.dialect == "sqlite":
+        plan = [row[3] for row in rows]
+        assert not any(line.startswith("SCAN workflow_runs") and "INDEX" not in line for line in plan), plan
+    else:
+        plan = list(_walk(json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]))
+        assert not any(line.startswith("Seq Scan") for line in plan), plan
+    text = "\n".join(plan)
+    assert "workflow_runs_lease_idx" in text and "workflow_runs_unowned_idx" in text, text

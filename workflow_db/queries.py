@@ -7,6 +7,7 @@ array, and measuring it) are :class:`DialectSQL` pairs kept side by side.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -355,6 +356,62 @@ RUN_SUMMARY = Scoped.of(
     ORDER BY ns.position, ns.node_id""",
     " AND r.project_id = :project_id",
 )
+
+# -- leases (workflow_db.leases) ------------------------------------------------------
+# The database's clock on both sides of every comparison: wf_now() and
+# wf_seconds_from_now(s) (schema 4 on PostgreSQL, the SQLite dialect's functions).
+
+_TAKE_LEASE = """
+        owner = :owner,
+        lease_expires_at = wf_seconds_from_now(:lease_seconds),
+        updated_at = wf_strictly_after(updated_at, :now)"""
+
+# Free, or expired, or already ours (a renewal); never a finished run.
+CLAIM_RUN = Scoped.of(
+    f"""
+    UPDATE workflow_runs SET{_TAKE_LEASE}
+    WHERE id = :id AND status NOT IN {TERMINAL_RUN_SQL}
+      AND (owner IS NULL OR owner = :owner OR lease_expires_at < wf_now())
+      AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}""",
+    IN_PROJECT,
+)
+
+RELEASE_RUN = Scoped.of(
+    f"""
+    UPDATE workflow_runs SET
+        owner = NULL, lease_expires_at = NULL, updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id = :id AND owner = :owner AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}""",
+    IN_PROJECT,
+)
+
+# Finds and takes in one statement. PostgreSQL skips rows another claimer has
+# locked and re-checks a row that changed before it got the lock, so a run
+# goes to exactly one caller; SQLite's writer holds the file for the statement.
+_CLAIM_ORPHANED_RUNS = f"""
+    UPDATE workflow_runs SET{_TAKE_LEASE}
+    WHERE id IN (
+        SELECT id FROM workflow_runs
+        WHERE status IN {{statuses}}{{scope}}
+          AND ((owner IS NOT NULL AND lease_expires_at < wf_now())
+               OR (owner IS NULL AND updated_at < wf_seconds_from_now(-:lease_seconds)))
+        ORDER BY updated_at LIMIT :limit{{lock}})
+      AND {BOUNDED_LOCK_WAIT}
+    RETURNING {RUN_COLUMNS}"""
+
+
+@functools.cache
+def claim_orphaned_runs(statuses: tuple[str, ...], scoped: bool) -> DialectSQL:
+    """The claim statement for these statuses (literals, for the partial indexes), built once."""
+    literal = "(" + ", ".join(f"'{status}'" for status in statuses) + ")"
+    scope = IN_PROJECT if scoped else ""
+
+    def text(lock: str) -> str:
+        return _CLAIM_ORPHANED_RUNS.format(statuses=literal, scope=scope, lock=lock)
+
+    return DialectSQL(sqlite=text(""), postgresql=text(" FOR UPDATE SKIP LOCKED"))
+
 
 # -- the importer's bulk statements (run with executemany) ------------------------
 

@@ -18,6 +18,7 @@ from . import queries as q
 from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
+from .leases import RunLeases
 from .lifecycle import RunLifecycle
 from .models import (
     MAX_VERSION,
@@ -63,7 +64,7 @@ _UPDATE_RETRIES = 20
 Record = TypeVar("Record")
 
 
-class WorkflowStore(RunLifecycle):
+class WorkflowStore(RunLifecycle, RunLeases):
     """Durable, project-scoped storage of workflow graphs, runs and node states.
 
     Each call is its own transaction unless it runs inside

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
-from ..models import utc_text
+from ..models import utc_now, utc_text
 from .base import SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,16 @@ def _strictly_after(previous: str | None, now: str) -> str:
     if previous is None or now > previous:
         return now
     return utc_text(datetime.fromisoformat(previous) + _ONE_MICROSECOND)
+
+
+def _now() -> str:
+    """SQL function ``wf_now()``: the database's clock (for SQLite, this machine's), as stored text."""
+    return utc_text(utc_now())
+
+
+def _seconds_from_now(seconds: float) -> str:
+    """SQL function ``wf_seconds_from_now(s)``: ``wf_now()`` plus ``s`` seconds."""
+    return utc_text(utc_now() + timedelta(seconds=seconds))
 
 
 class SQLiteSession(Session):
@@ -113,6 +123,8 @@ class SQLiteDatabase(Database):
         if reader:
             connection.execute("PRAGMA query_only = ON")
         connection.create_function("wf_strictly_after", 2, _strictly_after, deterministic=True)
+        connection.create_function("wf_now", 0, _now)
+        connection.create_function("wf_seconds_from_now", 1, _seconds_from_now)
         return connection
 
     def _enable_wal(self) -> None:
