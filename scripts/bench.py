@@ -18,10 +18,12 @@ import argparse
 import contextlib
 import functools
 import itertools
+import json
 import os
 import platform
 import sqlite3
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -371,6 +373,62 @@ def measure_scale(report: Report, bench: Bench, reference: Bench, url: str, coun
         {_size(reference_runs): reference, _size(runs): bench},
         {_size(reference_runs): reference_workflow, _size(runs): scale_graphs[7].id},
     )
+    measure_claims(report, {_size(reference_runs): reference, _size(runs): bench})
+
+
+def measure_claims(report: Report, benches: dict[str, Bench]) -> None:
+    """claim_orphaned_runs(limit=10) on every database in the same rounds.
+
+    Every running run of the data set counts as orphaned (a lease of 1 ms: all
+    were touched longer ago), the worst case a crash leaves; each claim takes
+    the ten touched longest ago, and its 1 ms lease makes them free again.
+    """
+    calls = [
+        functools.partial(bench.store.claim_orphaned_runs, "bench", lease_seconds=0.001, limit=10)
+        for bench in benches.values()
+    ]
+    timings = timed(*calls, repeat=next(iter(benches.values())).repeat)
+    for label, timing in zip(benches, timings, strict=True):
+        report.add(f"claim_orphaned_runs(limit=10) ({label})", timing)
+    if len(timings) == 2:
+        labels = list(benches)
+        report.note(f"claim: {labels[1]} / {labels[0]}", f"{timings[1][0] / timings[0][0]:.2f}x")
+
+
+CLAIMER = """
+import json, sys, time
+from workflow_db import WorkflowStore, connect
+with connect(sys.argv[1]) as db:
+    store = WorkflowStore(db)
+    sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
+    claimed = [r.id for _ in range(int(sys.argv[3]))
+               for r in store.claim_orphaned_runs(sys.argv[2], lease_seconds=3600, limit=10)]
+sys.stdout.write(json.dumps(claimed) + "\\n")
+"""
+
+
+def measure_claimers(report: Report, url: str, processes: int = 8, calls: int = 100) -> None:
+    """``processes`` replicas claiming orphans at once, ``calls`` claims of 10 each: runs claimed a second."""
+    claimers = [
+        subprocess.Popen([sys.executable, "-c", CLAIMER, url, f"replica-{n}", str(calls)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for n in range(processes)
+    ]  # fmt: skip
+    for claimer in claimers:
+        assert claimer.stdout is not None and claimer.stdout.readline() == "ready\n"
+    started = time.perf_counter()
+    for claimer in claimers:
+        assert claimer.stdin is not None
+        claimer.stdin.write("go\n")
+        claimer.stdin.flush()
+    claimed = [run_id for claimer in claimers for run_id in json.loads(claimer.communicate()[0])]
+    elapsed = time.perf_counter() - started
+    if len(claimed) != len(set(claimed)):
+        raise SystemExit("a run was claimed twice")
+    report.note(
+        f"{processes} processes claiming orphans",
+        f"{len(claimed) / elapsed:,.0f} runs/s ({len(claimed):,} runs)",
+    )
 
 
 def _size(runs: int) -> str:
@@ -477,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure_scale(report, bench, reference, args.url, args.scale)
         finally:
             drop_database(reference_url)
+    measure_claimers(report, args.url)
     version = sqlite3.sqlite_version if dialect == "sqlite" else "PostgreSQL"
     report.print(
         f"workflow_db benchmark on {dialect} ({version}): {platform.node()}, {platform.machine()}, "

@@ -386,17 +386,28 @@ RELEASE_RUN = Scoped.of(
     IN_PROJECT,
 )
 
-# Finds and takes in one statement. PostgreSQL skips rows another claimer has
-# locked and re-checks a row that changed before it got the lock, so a run
-# goes to exactly one caller; SQLite's writer holds the file for the statement.
+# Finds and takes in one statement. The two kinds of free run are read from
+# their own indexes, oldest first, each stopping at :limit (an OR of the two
+# would read and sort every candidate: a crash leaves thousands). PostgreSQL
+# skips rows another claimer has locked and re-checks a row that changed
+# before it got the lock, so a run goes to exactly one caller; SQLite's
+# writer holds the file for the statement.
 _CLAIM_ORPHANED_RUNS = f"""
     UPDATE workflow_runs SET{_TAKE_LEASE}
     WHERE id IN (
-        SELECT id FROM workflow_runs
-        WHERE status IN {{statuses}}{{scope}}
-          AND ((owner IS NOT NULL AND lease_expires_at < wf_now())
-               OR (owner IS NULL AND updated_at < wf_seconds_from_now(-:lease_seconds)))
-        ORDER BY updated_at LIMIT :limit{{lock}})
+        SELECT id FROM (
+            SELECT id, since FROM (
+                SELECT id, lease_expires_at AS since FROM workflow_runs
+                WHERE status IN {{statuses}} AND owner IS NOT NULL AND lease_expires_at < wf_now(){{scope}}
+                ORDER BY lease_expires_at LIMIT :limit{{lock}}) AS expired
+            UNION ALL
+            SELECT id, since FROM (
+                SELECT id, updated_at AS since FROM workflow_runs
+                WHERE status IN {{statuses}} AND owner IS NULL
+                  AND updated_at < wf_seconds_from_now(-:lease_seconds){{scope}}
+                ORDER BY updated_at LIMIT :limit{{lock}}) AS unowned
+        ) AS free
+        ORDER BY since LIMIT :limit)
       AND {BOUNDED_LOCK_WAIT}
     RETURNING {RUN_COLUMNS}"""
 
