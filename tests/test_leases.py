@@ -202,7 +202,7 @@ def test_a_killed_owners_runs_are_claimed_after_its_lease_and_not_before(db_url:
         ids = [store.create_run(graph.id, status="running").id for _ in range(5)]
         orphan(store, *ids)
         owner = subprocess.Popen(
-            [sys.executable, "-c", OWNER, db_url, "1.5"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", OWNER, db_url, "5"], stdout=subprocess.PIPE, text=True
         )
         assert owner.stdout is not None
         held = json.loads(owner.stdout.readline())
