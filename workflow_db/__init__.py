@@ -4,13 +4,17 @@
     db = connect("sqlite:///workflow.db")      # or postgresql://...
     store = WorkflowStore(db)
 
+    from workflow_db import connect_async, AsyncWorkflowStore   # the same calls, as coroutines
+    db = await connect_async("postgresql://...")
+    store = AsyncWorkflowStore(db)
+
 Migrations live in :mod:`workflow_db.migrate`, the importer of the old
 in-memory data in :mod:`workflow_db.importer`.
 """
 
 __version__ = "0.2.0"
 
-from .dialects import Database, connect
+from .dialects import AsyncDatabase, Database, connect, connect_async
 from .errors import (
     ConflictError,
     DatabaseUnavailableError,
@@ -20,7 +24,6 @@ from .errors import (
     ValidationError,
     WorkflowDBError,
 )
-from .lifecycle import RunSummary
 from .models import (
     Project,
     WorkflowGraph,
@@ -29,9 +32,13 @@ from .models import (
     WorkflowRun,
     WorkflowRunStatus,
 )
+from .rows import RunSummary
 from .store import WorkflowStore
+from .store_async import AsyncWorkflowStore
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncWorkflowStore",
     "ConflictError",
     "Database",
     "DatabaseUnavailableError",
@@ -49,4 +56,5 @@ __all__ = [
     "WorkflowRunStatus",
     "WorkflowStore",
     "connect",
+    "connect_async",
 ]

@@ -1,6 +1,7 @@
+# Generated from leases_async.py by scripts/async_to_sync.py: edit that file, then run the script.
 """Leases: which service process holds a run, so that several replicas share the runs.
 
-Mixed into :class:`~workflow_db.store.WorkflowStore`. A process claims a run
+Mixed into both stores. A process claims a run
 (``claim_run``) or picks up runs nobody holds (``claim_orphaned_runs``, e.g.
 at start, after another replica died), renews its lease by claiming again
 while it works, and releases the run when it stops; a run that reaches a
@@ -10,10 +11,10 @@ database's clock, never the caller's.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import queries as q
+from .calls import lease_params
 from .dialects import Database
 from .dialects.base import fetch_all, fetch_one
 from .errors import ConflictError, ValidationError
@@ -22,15 +23,9 @@ from .models import (
     WorkflowRun,
     WorkflowRunStatus,
     check_count,
-    check_id,
-    id_params,
     to_statuses,
-    utc_now,
 )
 from .rows import run_from_row, runs_from_rows
-
-MAX_LEASE_SECONDS = 365 * 24 * 3600.0
-"""The longest lease: a year."""
 
 
 class RunLeases:
@@ -48,7 +43,7 @@ class RunLeases:
         naming no one; a finished run: ConflictError naming its status; an
         unknown run (or one of another project): None.
         """
-        params = self._lease_params(run_id, owner, lease_seconds, project_id)
+        params = lease_params(self.db, run_id, owner, lease_seconds, project_id)
         row = self.db.write(q.CLAIM_RUN.pick(project_id), params, fetch_one)
         if row is not None:
             return run_from_row(row)
@@ -81,39 +76,20 @@ class RunLeases:
                 f"status: {', '.join(finished)} is finished; orphaned runs are claimed in "
                 "pending, running or paused"
             )
-        params = self._lease_params("", owner, lease_seconds, project_id)
+        params = lease_params(self.db, "", owner, lease_seconds, project_id)
         params["limit"] = check_count("limit", limit)
         sql = q.claim_orphaned_runs(tuple(sorted(s.value for s in statuses)), project_id is not None)
         return runs_from_rows(self.db.write(sql, params, fetch_all))
 
     def release_run(self, run_id: str, owner: str, *, project_id: str | None = None) -> WorkflowRun | None:
         """Let go of a run ``owner`` holds; ConflictError if it does not hold it, None if unknown."""
-        params = self._lease_params(run_id, owner, 1.0, project_id)
+        params = lease_params(self.db, run_id, owner, 1.0, project_id)
         row = self.db.write(q.RELEASE_RUN.pick(project_id), params, fetch_one)
         if row is not None:
             return run_from_row(row)
         if self._current(params) is None:
             return None
         raise ConflictError(f"run {run_id!r} is not held by {owner!r}")
-
-    def _lease_params(
-        self, run_id: str, owner: str, lease_seconds: float, project_id: str | None
-    ) -> dict[str, Any]:
-        if (
-            isinstance(lease_seconds, bool)
-            or not isinstance(lease_seconds, int | float)
-            or not 0 < lease_seconds <= MAX_LEASE_SECONDS
-            or math.isnan(lease_seconds)
-        ):
-            raise ValidationError(
-                f"lease_seconds: expected a number of seconds above 0 and at most {MAX_LEASE_SECONDS:g}, "
-                f"got {lease_seconds!r}"
-            )
-        return id_params(run_id, "run_id", project_id) | {
-            "owner": check_id("owner", owner),
-            "lease_seconds": float(lease_seconds),
-            "now": self.db.encode_time(utc_now()),
-        }
 
     def _current(self, params: dict[str, Any]) -> WorkflowRun | None:
         row = self.db.read(q.GET_RUN.pick(params["project_id"]), params, fetch_one)

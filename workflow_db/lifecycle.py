@@ -1,47 +1,26 @@
+# Generated from lifecycle_async.py by scripts/async_to_sync.py: edit that file, then run the script.
 """A run's lifecycle beyond plain status changes: cancel, pause with a checkpoint, resume, summary.
 
-Mixed into :class:`~workflow_db.store.WorkflowStore`. Each call is one
+Mixed into both stores. Each call is one
 statement or one transaction, scoped like every by-id call (``project_id=``),
 and refuses a run in the wrong status with a ConflictError that names it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from . import queries as q
+from .calls import lifecycle_params
 from .dialects import Database
 from .dialects.base import fetch_all, fetch_one
 from .errors import ConflictError
 from .models import (
     JsonCodec,
-    WorkflowNodeState,
-    WorkflowNodeStatus,
     WorkflowRun,
-    check_text,
     id_params,
-    utc_now,
 )
-from .rows import node_states_from_rows, run_from_row
-
-_RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """A run with its node states, as a status page shows it."""
-
-    run: WorkflowRun
-    nodes: list[WorkflowNodeState]
-    """As ``list_node_states`` returns them: in the order of the graph's nodes."""
-    progress: float
-    """The mean progress of the nodes (0.0 without nodes)."""
-    counts: MappingProxyType[WorkflowNodeStatus, int]
-    """How many nodes are in each status, every status present (zeros included)."""
-    running: list[str]
-    """The ids of the RUNNING nodes, in node order."""
+from .rows import RunSummary, run_from_row, run_summary_from_rows
 
 
 class RunLifecycle:
@@ -60,7 +39,7 @@ class RunLifecycle:
         nothing, for an unknown run; ConflictError naming the status of a run
         already finished.
         """
-        params = self._lifecycle_params(run_id, project_id, last_message)
+        params = lifecycle_params(self.db, run_id, project_id, last_message)
         with self.db.writing() as session:
             row = session.one(q.CANCEL_RUN.pick(project_id), params)
             if row is not None:
@@ -80,7 +59,7 @@ class RunLifecycle:
         ``checkpoint=None`` keeps the one stored before. None for an unknown
         run; ConflictError naming the status of a run that is not RUNNING.
         """
-        params = self._lifecycle_params(run_id, project_id, last_message)
+        params = lifecycle_params(self.db, run_id, project_id, last_message)
         params["checkpoint_json"] = (
             None if checkpoint is None else self.db.encode_json(self._json.encode("checkpoint", checkpoint))
         )
@@ -94,7 +73,7 @@ class RunLifecycle:
 
         None for an unknown run; ConflictError naming the status of a run that is not PAUSED.
         """
-        params = self._lifecycle_params(run_id, project_id, last_message)
+        params = lifecycle_params(self.db, run_id, project_id, last_message)
         row = self.db.write(q.RESUME_RUN.pick(project_id), params, fetch_one)
         return self._moved(row, params, "resume", "paused")
 
@@ -104,28 +83,7 @@ class RunLifecycle:
         One round trip. None for an unknown run (or one of another project).
         """
         params = id_params(run_id, "run_id", project_id)
-        rows = self.db.read(q.RUN_SUMMARY.pick(project_id), params, fetch_all)
-        if not rows:
-            return None
-        nodes = node_states_from_rows([row[_RUN_WIDTH:] for row in rows if row[_RUN_WIDTH] is not None])
-        counts = dict.fromkeys(WorkflowNodeStatus, 0)
-        for node in nodes:
-            counts[node.status] += 1
-        return RunSummary(
-            run=run_from_row(rows[0][:_RUN_WIDTH]),
-            nodes=nodes,
-            progress=sum(node.progress for node in nodes) / len(nodes) if nodes else 0.0,
-            counts=MappingProxyType(counts),
-            running=[node.node_id for node in nodes if node.status is WorkflowNodeStatus.RUNNING],
-        )
-
-    def _lifecycle_params(
-        self, run_id: str, project_id: str | None, last_message: str | None
-    ) -> dict[str, Any]:
-        return id_params(run_id, "run_id", project_id) | {
-            "last_message": check_text("last_message", last_message, optional=True),
-            "now": self.db.encode_time(utc_now()),
-        }
+        return run_summary_from_rows(self.db.read(q.RUN_SUMMARY.pick(project_id), params, fetch_all))
 
     def _moved(self, row: Any, params: dict[str, Any], verb: str, allowed: str) -> WorkflowRun | None:
         """The run a transition returned; else None if absent, or ConflictError naming its status."""

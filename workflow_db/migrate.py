@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import TextIO
 
 from . import cli
-from .dialects import Database, DialectSQL, Session
+from .dialects import Database, Session
+from .dialects.base_async import AsyncDatabase
 from .errors import MigrationError, WorkflowDBError
 from .models import stored_time
+from .queries import MIGRATIONS_TABLE_EXISTS
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,6 @@ _NON_TRANSACTIONAL = re.compile(r"^\s*--\s*transactional\s*:\s*false\s*$", re.IG
 _TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "START", "ABORT"})
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 
-_TABLE_EXISTS = DialectSQL(
-    sqlite="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'workflow_db_migrations'",
-    postgresql="SELECT 1 WHERE to_regclass('workflow_db_migrations') IS NOT NULL",
-)
 _READ_APPLIED = "SELECT version, name, checksum, applied_at FROM workflow_db_migrations ORDER BY version"
 _RECORD_APPLIED = """
     INSERT INTO workflow_db_migrations (version, name, checksum, applied_at, duration_ms)
@@ -156,7 +154,7 @@ def load_migrations(db: Database, directory: MigrationsDirectory | None = None) 
 
 
 def _read_applied(db: Database, session: Session) -> dict[int, _Applied]:
-    if session.one(_TABLE_EXISTS) is None:
+    if session.one(MIGRATIONS_TABLE_EXISTS) is None:
         return {}
     return {
         version: _Applied(version, name, digest, stored_time(applied_at))
@@ -211,16 +209,20 @@ def _newest_shipped(dialect: str) -> int:
                 if (match := _FILE_NAME.match(entry.name))), default=0)  # fmt: skip
 
 
-def require_current(db: Database) -> None:
+def require_current(db: Database | AsyncDatabase) -> None:
     """Raise MigrationError, naming the command to run, unless every shipped migration is applied.
 
     A database migrated further than this version of workflow_db knows is
     fine (a newer release deployed its migrations before this process was
-    replaced). One round trip, made when a store is created.
+    replaced). One round trip, made when a store is created; an
+    :class:`AsyncDatabase` read its version when it was opened.
     """
     needed = _newest_shipped(db.dialect)
-    with db.reading() as session:
-        applied = max(_read_applied(db, session), default=0)
+    if isinstance(db, AsyncDatabase):
+        applied = db.schema_version
+    else:
+        with db.reading() as session:
+            applied = max(_read_applied(db, session), default=0)
     if applied < needed:
         state = "has no workflow_db schema" if applied == 0 else f"is at schema version {applied}"
         raise MigrationError(

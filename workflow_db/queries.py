@@ -17,6 +17,12 @@ from .dialects import DialectSQL
 from .dialects.base import SQL
 from .models import TERMINAL_NODE_STATUSES, TERMINAL_RUN_STATUSES
 
+MIGRATIONS_TABLE_EXISTS = DialectSQL(
+    sqlite="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'workflow_db_migrations'",
+    postgresql="SELECT 1 WHERE to_regclass('workflow_db_migrations') IS NOT NULL",
+)
+NEWEST_MIGRATION = "SELECT max(version) FROM workflow_db_migrations"
+
 
 def _sql_list(statuses: Iterable[StrEnum]) -> str:
     """``('a', 'b')``: statuses as SQL literals (partial indexes and generic plans need literals)."""

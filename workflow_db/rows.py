@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
+from . import queries as q
 from .dialects.base import Row
 from .models import (
     TIME_DECODERS,
@@ -110,3 +113,38 @@ node_state_from_row = _node_states.one
 """The node state of a ``NODE_COLUMNS`` row."""
 node_states_from_rows = _node_states.many
 """The node states of ``NODE_COLUMNS`` rows, in order."""
+
+
+_RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run with its node states, as a status page shows it."""
+
+    run: WorkflowRun
+    nodes: list[WorkflowNodeState]
+    """As ``list_node_states`` returns them: in the order of the graph's nodes."""
+    progress: float
+    """The mean progress of the nodes (0.0 without nodes)."""
+    counts: MappingProxyType[WorkflowNodeStatus, int]
+    """How many nodes are in each status, every status present (zeros included)."""
+    running: list[str]
+    """The ids of the RUNNING nodes, in node order."""
+
+
+def run_summary_from_rows(rows: list[Row]) -> RunSummary | None:
+    """The rows of ``queries.RUN_SUMMARY`` (the run's columns, then one node state's) as a summary."""
+    if not rows:
+        return None
+    nodes = node_states_from_rows([row[_RUN_WIDTH:] for row in rows if row[_RUN_WIDTH] is not None])
+    counts = dict.fromkeys(WorkflowNodeStatus, 0)
+    for node in nodes:
+        counts[node.status] += 1
+    return RunSummary(
+        run=run_from_row(rows[0][:_RUN_WIDTH]),
+        nodes=nodes,
+        progress=sum(node.progress for node in nodes) / len(nodes) if nodes else 0.0,
+        counts=MappingProxyType(counts),
+        running=[node.node_id for node in nodes if node.status is WorkflowNodeStatus.RUNNING],
+    )

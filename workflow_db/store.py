@@ -1,20 +1,33 @@
+# Generated from store_async.py by scripts/async_to_sync.py: edit that file, then run the script.
 """WorkflowStore: projects, graphs, runs and node states over parameterised SQL.
 
-The store validates input, runs the statements of :mod:`workflow_db.queries`
-through the dialect adapter and turns rows into frozen records. It never asks
-which database it talks to.
+The store validates input (:mod:`workflow_db.calls`), runs the statements of
+:mod:`workflow_db.queries` through the dialect adapter and turns rows into
+frozen records (:mod:`workflow_db.rows`). It never asks which database it
+talks to. This is the one implementation of every call: ``store.py`` (the
+synchronous WorkflowStore) is generated from it by ``scripts/async_to_sync.py``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from . import queries as q
+from .calls import (
+    DEFAULT_MAX_JSON_BYTES,
+    GRAPH_PAGES,
+    RUN_PAGES,
+    UPDATE_RETRIES,
+    Pages,
+    graph_changes,
+    keyset,
+    run_filters,
+    select,
+    unknown_after,
+)
 from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
@@ -44,7 +57,6 @@ from .models import (
     id_params,
     new_id,
     to_status,
-    to_statuses,
     utc_now,
 )
 from .rows import (
@@ -55,11 +67,6 @@ from .rows import (
     run_from_row,
     runs_from_rows,
 )
-
-DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
-GRAPH_UPDATE_KEYS = ("name", "description", "graph")
-_UPDATE_RETRIES = 20
-
 
 Record = TypeVar("Record")
 
@@ -177,11 +184,11 @@ class WorkflowStore(RunLifecycle, RunLeases):
         if project_id is not None:
             where.append("project_id = :project_id")
             params["project_id"] = check_key("project_id", project_id)
-        after_id = self._keyset(after, _GRAPH_PAGES, project_id, where, params)
-        sql = _select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
+        after_id = keyset(self.db, after, GRAPH_PAGES, project_id, where=where, params=params)
+        sql = select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
-            self._check_after(_GRAPH_PAGES, after_id, project_id)
+            self._check_after(GRAPH_PAGES, after_id, project_id)
         return [graph_from_row(row) for row in rows]
 
     def update_graph(
@@ -202,7 +209,7 @@ class WorkflowStore(RunLifecycle, RunLeases):
         of another project is absent.
         """
         graph_id = check_key("graph_id", graph_id)
-        changes = _graph_changes({**(updates or {}), **fields})
+        changes = graph_changes({**(updates or {}), **fields})
         graph_json = (
             self.db.encode_json(self._json.encode("graph", changes["graph"])) if "graph" in changes else None
         )
@@ -210,7 +217,7 @@ class WorkflowStore(RunLifecycle, RunLeases):
             isinstance(expected_version, bool) or not isinstance(expected_version, int)
         ):
             raise ValidationError(f"expected_version: expected an integer, got {expected_version!r}")
-        for _ in range(_UPDATE_RETRIES):
+        for _ in range(UPDATE_RETRIES):
             current = self.get_graph(graph_id, project_id=project_id)
             if current is None:
                 return None
@@ -232,7 +239,7 @@ class WorkflowStore(RunLifecycle, RunLeases):
             if row is not None:
                 return graph_from_row(row)
             # Another writer changed the graph after we read it: decide again on its new state.
-        raise ConflictError(f"graph {graph_id!r} kept changing under {_UPDATE_RETRIES} attempts")
+        raise ConflictError(f"graph {graph_id!r} kept changing under {UPDATE_RETRIES} attempts")
 
     def delete_graph(self, graph_id: str, *, cascade: bool = False, project_id: str | None = None) -> bool:
         """Delete a graph and its version history; False if absent.
@@ -328,12 +335,12 @@ class WorkflowStore(RunLifecycle, RunLeases):
         nobody touched since (e.g. RUNNING runs orphaned by a restart);
         ``after`` is the last run of the previous page (the object or its id).
         """
-        where, params = self._run_filters(project_id, status, workflow_id, updated_before)
-        after_id = self._keyset(after, _RUN_PAGES, project_id, where, params)
-        sql = _select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
+        where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
+        after_id = keyset(self.db, after, RUN_PAGES, project_id, where=where, params=params)
+        sql = select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
         rows = self.db.read(sql, params, fetch_all)
         if not rows and after_id is not None:
-            self._check_after(_RUN_PAGES, after_id, project_id)
+            self._check_after(RUN_PAGES, after_id, project_id)
         return runs_from_rows(rows)
 
     def count_runs(
@@ -345,8 +352,8 @@ class WorkflowStore(RunLifecycle, RunLeases):
         updated_before: datetime | None = None,
     ) -> int:
         """How many runs :meth:`list_runs` would return with the same filters."""
-        where, params = self._run_filters(project_id, status, workflow_id, updated_before)
-        sql = _select(q.COUNT_RUNS, where, "", None, params)
+        where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
+        sql = select(q.COUNT_RUNS, where, "", None, params)
         row = self.db.read(sql, params, fetch_one)
         return int(row[0]) if row else 0
 
@@ -561,126 +568,7 @@ class WorkflowStore(RunLifecycle, RunLeases):
     def _exists(self, sql: str, key: str, project_id: str | None = None) -> bool:
         return self.db.read(sql, {"id": key, "project_id": project_id}, fetch_one) is not None
 
-    def _check_after(self, pages: _Pages, after_id: str, project_id: str | None) -> None:
+    def _check_after(self, pages: Pages, after_id: str, project_id: str | None) -> None:
         """An empty page after an id: make sure the id exists (an unknown one is a mistake)."""
         if not self._exists(pages.exists_sql.pick(project_id), after_id, project_id):
-            raise _unknown_after(pages, after_id)
-
-    def _keyset(
-        self, after: Any, pages: _Pages, project_id: str | None, where: list[str], params: dict[str, Any]
-    ) -> str | None:
-        """Add the keyset condition for ``after``; return the id to check if the page is empty.
-
-        Scoped to ``project_id``, an item of another project is refused like an unknown one.
-        """
-        if after is None:
-            return None
-        if isinstance(after, pages.kind):
-            if project_id is not None and after.project_id != project_id:
-                raise _unknown_after(pages, after.id)
-            at = getattr(after, pages.time_field)
-            if at is None:
-                raise ValidationError(
-                    f"after: this {pages.kind.__name__} was never stored (no {pages.time_field})"
-                )
-            params["after_at"] = self.db.encode_time(check_aware(f"after.{pages.time_field}", at))
-            params["after_id"] = after.id
-            where.append(pages.after_values_sql)
-            return None
-        if isinstance(after, str):
-            params["after_id"] = check_key("after", after)
-            where.append(pages.after_id_sql.pick(project_id))
-            return after
-        raise ValidationError(
-            f"after: expected a {pages.kind.__name__} or its id, got {type(after).__name__}"
-        )
-
-    def _run_filters(
-        self,
-        project_id: str | None,
-        status: Any,
-        workflow_id: str | None,
-        updated_before: datetime | None,
-    ) -> tuple[list[str], dict[str, Any]]:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if project_id is not None:
-            where.append("project_id = :project_id")
-            params["project_id"] = check_key("project_id", project_id)
-        if status is not None:
-            statuses = to_statuses(WorkflowRunStatus, status)
-            if len(statuses) == 1:
-                where.append("status = :status")
-                params["status"] = statuses[0].value
-            else:
-                names = [f"status_{index}" for index in range(len(statuses))]
-                where.append(f"status IN ({', '.join(':' + name for name in names)})")
-                params.update(zip(names, (s.value for s in statuses), strict=True))
-        if workflow_id is not None:
-            where.append("workflow_id = :workflow_id")
-            params["workflow_id"] = check_key("workflow_id", workflow_id)
-        if updated_before is not None:
-            where.append("updated_at < :updated_before")
-            params["updated_before"] = self.db.encode_time(check_aware("updated_before", updated_before))
-        return where, params
-
-
-@dataclass(frozen=True)
-class _Pages:
-    """How one kind of record is paged: newest first by (time_field, id)."""
-
-    kind: type[WorkflowGraph] | type[WorkflowRun]
-    time_field: str
-    after_values_sql: str
-    after_id_sql: q.Scoped[str]
-    exists_sql: q.Scoped[str]
-
-
-_GRAPH_PAGES = _Pages(WorkflowGraph, "created_at", q.GRAPH_AFTER, q.GRAPH_AFTER_ID, q.GRAPH_EXISTS)
-_RUN_PAGES = _Pages(WorkflowRun, "started_at", q.RUN_AFTER, q.RUN_AFTER_ID, q.RUN_EXISTS)
-
-
-def _unknown_after(pages: _Pages, after_id: str) -> ValidationError:
-    return ValidationError(
-        f"after: no {pages.kind.__name__} {after_id!r}; pass the last item of the previous page"
-    )
-
-
-def _graph_changes(given: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the keys and values given to update_graph; drop the ones that are None."""
-    unknown = sorted(set(given) - set(GRAPH_UPDATE_KEYS))
-    if unknown:
-        raise ValidationError(
-            f"update_graph: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(GRAPH_UPDATE_KEYS)}"
-        )
-    changes: dict[str, Any] = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key == "graph":
-            changes[key] = check_graph(value)
-        else:
-            changes[key] = check_text(key, value)
-    return changes
-
-
-def _select(base: str, where: list[str], order: str, limit: int | None, params: dict[str, Any]) -> str:
-    """The statement ``base WHERE ... order LIMIT :limit``; adds ``limit`` to ``params`` if given."""
-    if limit is not None:
-        params["limit"] = limit
-    return _statement(base, tuple(where), order, limit is not None)
-
-
-@functools.cache
-def _statement(base: str, where: tuple[str, ...], order: str, limited: bool) -> str:
-    # One text per shape of filters, built once: the same str object every call,
-    # so its hash is cached for the prepare cache and the driver's statement cache.
-    # The filters are fixed texts (at most five status placeholders): a few dozen shapes in all.
-    sql = base
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += order
-    if limited:
-        sql += " LIMIT :limit"
-    return sql
+            raise unknown_after(pages, after_id)

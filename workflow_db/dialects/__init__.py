@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from collections.abc import Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .base import Database, DialectSQL, Session
+from .base_async import AsyncDatabase, AsyncSession
+
+if TYPE_CHECKING:
+    from .postgresql_async import AsyncPostgresDatabase
+    from .sqlite_async import AsyncSQLiteDatabase
 
 DEFAULT_URL = "sqlite:///workflow.db"
 URL_ENVIRONMENT_VARIABLE = "WORKFLOW_DB_URL"
 
-__all__ = ["DEFAULT_URL", "Database", "DialectSQL", "Session", "connect", "redact_url", "url_secrets"]
+__all__ = [
+    "DEFAULT_URL",
+    "AsyncDatabase",
+    "AsyncSession",
+    "Database",
+    "DialectSQL",
+    "OpeningDatabase",
+    "Session",
+    "connect",
+    "connect_async",
+    "redact_url",
+    "url_secrets",
+]
 
 
 # password= and sslpassword= in the query string: libpq reads both from a URL.
@@ -79,10 +98,87 @@ def connect(
     never contains the password) and DatabaseUnavailableError when the server
     does not answer within ``timeout`` seconds.
     """
+    dialect, location, options = _target(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        prepare_threshold=prepare_threshold,
+        synchronous=synchronous,
+        create=create,
+    )
+    if dialect == "sqlite":
+        from .sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(location, **options)
+    from .postgresql import PostgresDatabase
+
+    return PostgresDatabase(location, **options)
+
+
+def connect_async(
+    url: str | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    timeout: float = 30.0,
+    prepare_threshold: int | None = 5,
+    synchronous: str = "NORMAL",
+    create: bool = True,
+) -> OpeningDatabase:
+    """:func:`connect` for asyncio: ``await connect_async(url)``, or ``async with connect_async(url) as db``.
+
+    The same URLs, options and errors. PostgreSQL through a
+    ``psycopg_pool.AsyncConnectionPool``; SQLite through the sync adapter's
+    connections on worker threads, so no statement runs on the event loop.
+    ValueError comes at once; DatabaseUnavailableError when awaited.
+    """
+    dialect, location, options = _target(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        prepare_threshold=prepare_threshold,
+        synchronous=synchronous,
+        create=create,
+    )
+    if dialect == "sqlite":
+        from .sqlite_async import AsyncSQLiteDatabase
+
+        return OpeningDatabase(AsyncSQLiteDatabase(location, **options))
+    from .postgresql_async import AsyncPostgresDatabase
+
+    return OpeningDatabase(AsyncPostgresDatabase(location, **options))
+
+
+class OpeningDatabase:
+    """What :func:`connect_async` returns: await it for the open database, or use it in ``async with``."""
+
+    def __init__(self, database: AsyncSQLiteDatabase | AsyncPostgresDatabase) -> None:
+        self._database = database
+
+    def __await__(self) -> Generator[Any, None, AsyncDatabase]:
+        return self._database.open().__await__()
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return await self._database.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._database.close()
+
+
+def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
+    """``(dialect, path or conninfo, the adapter's options)`` for a URL; ValueError if it is wrong."""
     if url is None:
         url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
     if not isinstance(url, str):
         raise ValueError(f"database URL: expected a string, got {type(url).__name__}")
+    timeout = options["timeout"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
     scheme, separator, rest = url.partition("://")
@@ -92,15 +188,11 @@ def connect(
             "database URL has no scheme: expected sqlite:///path.db or postgresql://user@host/db"
         )
     if scheme == "sqlite":
-        return _connect_sqlite(rest, timeout=timeout, synchronous=synchronous, create=create)
+        sqlite_options = {key: options[key] for key in ("timeout", "synchronous", "create")}
+        return "sqlite", _sqlite_path(rest), sqlite_options
     if scheme in ("postgresql", "postgres"):
-        return _connect_postgresql(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            prepare_threshold=prepare_threshold,
-        )
+        pool_options = {key: options[key] for key in ("min_size", "max_size", "timeout", "prepare_threshold")}
+        return "postgresql", *_postgresql_target(url, pool_options)
     raise ValueError(f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
 
 
@@ -112,19 +204,17 @@ def _prepare_threshold(value: str) -> int | None:
     return int(value)
 
 
-def _connect_sqlite(rest: str, **options: Any) -> Database:
+def _sqlite_path(rest: str) -> str:
     host, slash, path = rest.partition("/")
     if host or not slash or not path:
         raise ValueError(
             "malformed sqlite URL: expected sqlite:///relative.db, sqlite:////absolute.db "
             "or sqlite:///:memory:"
         )
-    from .sqlite import SQLiteDatabase
-
-    return SQLiteDatabase(unquote(path), **options)
+    return unquote(path)
 
 
-def _connect_postgresql(url: str, **options: Any) -> Database:
+def _postgresql_target(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     display_url = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -153,6 +243,4 @@ def _connect_postgresql(url: str, **options: Any) -> Database:
             f"malformed postgresql URL {display_url}: expected "
             "postgresql://user[:password]@host[:port]/dbname"
         ) from None
-    from .postgresql import PostgresDatabase
-
-    return PostgresDatabase(url, display_url=display_url, secrets=url_secrets(url), **options)
+    return url, {"display_url": display_url, "secrets": url_secrets(url), **options}

@@ -128,8 +128,8 @@ class Session(ABC):
         """A top-level write transaction: committed on success, rolled back on error."""
 
 
-class Database(ABC):
-    """A connected database: the object :func:`workflow_db.connect` returns."""
+class Dialect(ABC):
+    """What a connected database is, sync or async: its SQL, types and errors."""
 
     dialect: ClassVar[str]
     """``"sqlite"`` or ``"postgresql"``."""
@@ -142,6 +142,46 @@ class Database(ABC):
         self.display_url = display_url
         """The database's URL with any password hidden: for messages and logs."""
         self._prepared: dict[SQL, str] = {}
+
+    def prepare(self, sql: SQL) -> str:
+        """Return ``sql`` in the driver's placeholder style (converted once)."""
+        try:
+            return self._prepared[sql]
+        except KeyError:
+            text = getattr(sql, self.dialect) if isinstance(sql, DialectSQL) else sql
+            converted = self._prepared[sql] = self._convert(text)
+            return converted
+
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        """Translate driver exceptions raised inside into workflow_db.errors."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise self.translate(exc) from exc
+
+    @abstractmethod
+    def _convert(self, sql: str) -> str:
+        """Convert ``:name`` placeholders to the driver's style."""
+
+    @abstractmethod
+    def translate(self, exc: BaseException) -> WorkflowDBError:
+        """The workflow_db error for a driver exception (one of ``driver_errors``)."""
+
+    @abstractmethod
+    def encode_time(self, value: datetime) -> Any:
+        """A UTC datetime as the driver stores it."""
+
+    @abstractmethod
+    def encode_json(self, text: str) -> Any:
+        """Serialised JSON text as a parameter the driver sends as the JSON column type."""
+
+
+class Database(Dialect):
+    """A connected database: the object :func:`workflow_db.connect` returns."""
+
+    def __init__(self, timeout: float, display_url: str) -> None:
+        super().__init__(timeout, display_url)
         self._local = _ThreadState()
 
     # -- public ---------------------------------------------------------------
@@ -205,28 +245,7 @@ class Database(ABC):
             finally:
                 self._local.session = None
 
-    def prepare(self, sql: SQL) -> str:
-        """Return ``sql`` in the driver's placeholder style (converted once)."""
-        try:
-            return self._prepared[sql]
-        except KeyError:
-            text = getattr(sql, self.dialect) if isinstance(sql, DialectSQL) else sql
-            converted = self._prepared[sql] = self._convert(text)
-            return converted
-
-    @contextmanager
-    def translated_errors(self) -> Iterator[None]:
-        """Translate driver exceptions raised inside into workflow_db.errors."""
-        try:
-            yield
-        except self.driver_errors as exc:
-            raise self.translate(exc) from exc
-
     # -- what each dialect provides ------------------------------------------------
-
-    @abstractmethod
-    def _convert(self, sql: str) -> str:
-        """Convert ``:name`` placeholders to the driver's style."""
 
     @abstractmethod
     def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
@@ -255,18 +274,6 @@ class Database(ABC):
     @abstractmethod
     def check_migration_lock(self, session: Session) -> None:
         """Inside a migration's transaction: raise MigrationError unless the lock is really held."""
-
-    @abstractmethod
-    def translate(self, exc: BaseException) -> WorkflowDBError:
-        """The workflow_db error for a driver exception (one of ``driver_errors``)."""
-
-    @abstractmethod
-    def encode_time(self, value: datetime) -> Any:
-        """A UTC datetime as the driver stores it."""
-
-    @abstractmethod
-    def encode_json(self, text: str) -> Any:
-        """Serialised JSON text as a parameter the driver sends as the JSON column type."""
 
     @abstractmethod
     def split_script(self, text: str) -> list[str]:

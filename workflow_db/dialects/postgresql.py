@@ -31,7 +31,7 @@ from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
 from ..queries import BOUNDED_LOCK_WAIT
-from .base import SQL, Database, Fetch, Params, Session, T
+from .base import SQL, Database, Dialect, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,127 @@ class PostgresSession(Session):
             yield self
 
 
-class PostgresDatabase(Database):
-    """A PostgreSQL server reached through a connection pool."""
+class PostgresDialect(Dialect):
+    """What the sync and the async PostgreSQL database share: login, SQL, types, errors."""
 
     dialect: ClassVar[str] = "postgresql"
     driver_errors = (psycopg.Error, psycopg_pool.PoolTimeout)
+    _secrets: list[str]
+    _conninfo: str
+    _connect_kwargs: dict[str, Any]
+    _pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any]
+
+    def _set_login(
+        self, conninfo: str, secrets: list[str], timeout: float, prepare_threshold: int | None
+    ) -> None:
+        self._secrets = secrets
+        self._conninfo = conninfo
+        self._connect_kwargs = {
+            "autocommit": True,
+            "prepare_threshold": prepare_threshold,
+            "connect_timeout": max(2, math.ceil(timeout)),
+        }
+
+    def _login_failure(
+        self, exc: psycopg.OperationalError, waited_enough: bool
+    ) -> DatabaseUnavailableError | None:
+        """The error to raise for a failed probe login, or None to try again.
+
+        A login the server refuses (no such role or database, a wrong
+        password) fails at once with the server's reason; a server that is
+        down, starting or silent is retried until ``timeout``, without a log
+        line per attempt.
+        """
+        message = self._scrub(str(exc))
+        reason = _reason(message)
+        if "FATAL" in message and not _NOT_READY.search(message):
+            return DatabaseUnavailableError(f"PostgreSQL at {self.display_url} refused the login: {reason}")
+        if waited_enough:
+            return DatabaseUnavailableError(
+                f"PostgreSQL at {self.display_url} did not accept a connection within "
+                f"{self.timeout:g} s: {reason}"
+            )
+        return None
+
+    def _pool_timed_out(self) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(
+            f"PostgreSQL at {self.display_url} did not accept a connection within {self.timeout:g} s"
+        )
+
+    @staticmethod
+    def _needs_check(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+        """Whether a pooled connection must pay a round trip before it is lent.
+
+        An idle connection's socket has nothing to read unless the server spoke:
+        a terminated backend or a shutting-down server sends an error and closes
+        it. Only then does it pay ``check_connection``'s round trip, which raises
+        (and the pool replaces the connection) if it is broken.
+        """
+        return connection.closed or bool(select.select([connection.fileno()], [], [], 0)[0])
+
+    @staticmethod
+    def _configure(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+        """Hand json and jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
+
+        The store's records decode both on first read, the same way on both
+        dialects (psycopg's timestamptz loader took 23 of the 45 ms of listing
+        10,000 runs). A session whose DateStyle or TimeZone differs gets
+        datetimes from psycopg, which the store takes as they are.
+        """
+        adapters = connection.adapters
+        adapters.register_loader("jsonb", TextLoader)
+        adapters.register_loader("json", TextLoader)
+        info = connection.info
+        if (info.parameter_status("DateStyle") or "").startswith("ISO") and (
+            info.parameter_status("TimeZone") or ""
+        ) in _UTC_ZONES:
+            adapters.register_loader("timestamptz", TextLoader)
+
+    # -- types, SQL and errors -------------------------------------------------------
+
+    def _convert(self, sql: str) -> str:
+        """``:name`` placeholders to pyformat, and each write's lock waits bounded by ``timeout``."""
+        bounded = f"set_config('lock_timeout', '{max(1, round(self.timeout * 1000))}ms', true) IS NOT NULL"
+        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql.replace(BOUNDED_LOCK_WAIT, bounded))
+
+    def encode_time(self, value: datetime) -> datetime:
+        """psycopg sends datetimes as timestamptz as they are."""
+        return value
+
+    def encode_json(self, text: str) -> Json:
+        """Already-serialised JSON, sent typed as json (no re-encoding), stored as written."""
+        return Json(text, dumps=_already_serialised)
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message.strip()
+
+    def translate(self, exc: BaseException) -> WorkflowDBError:
+        """psycopg and pool errors as workflow_db errors, with any password scrubbed."""
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            return DatabaseUnavailableError(
+                f"no connection to PostgreSQL at {self.display_url} within {self.timeout:g} s: "
+                f"the server is unreachable or all {self._pool.max_size} pooled connections are busy"
+            )
+        message = self._scrub(str(exc))
+        if isinstance(exc, psycopg.IntegrityError):
+            return IntegrityError(f"PostgreSQL refused the write: {message}")
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return DatabaseUnavailableError(
+                f"PostgreSQL at {self.display_url}: waited longer than the timeout of {self.timeout:g} s "
+                "for a row another transaction holds"
+            )
+        if isinstance(exc, psycopg.OperationalError):
+            return DatabaseUnavailableError(f"PostgreSQL at {self.display_url}: {message}")
+        return WorkflowDBError(f"PostgreSQL: {message}")
+
+
+class PostgresDatabase(PostgresDialect, Database):
+    """A PostgreSQL server reached through a connection pool."""
+
+    _pool: psycopg_pool.ConnectionPool[Any]
+
     migrations_table_sql: ClassVar[str] = """
         CREATE TABLE IF NOT EXISTS workflow_db_migrations (
             version integer PRIMARY KEY,
@@ -118,13 +234,7 @@ class PostgresDatabase(Database):
         prepare_threshold: int | None = 5,
     ) -> None:
         super().__init__(timeout, display_url)
-        self._secrets = secrets
-        self._conninfo = conninfo
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "prepare_threshold": prepare_threshold,
-            "connect_timeout": max(2, math.ceil(timeout)),
-        }
+        self._set_login(conninfo, secrets, timeout, prepare_threshold)
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -141,20 +251,12 @@ class PostgresDatabase(Database):
             self._pool.open(wait=True, timeout=timeout)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close(timeout=0)
-            raise DatabaseUnavailableError(
-                f"PostgreSQL at {display_url} did not accept a connection within {timeout:g} s"
-            ) from exc
+            raise self._pool_timed_out() from exc
 
     # -- connections -------------------------------------------------------------
 
     def _wait_for_server(self) -> None:
-        """Log in once before the pool does, so that the pool never retries a hopeless login.
-
-        A login the server refuses (no such role or database, a wrong
-        password) fails at once with the server's reason; a server that is
-        down, starting or silent is retried until ``timeout``, without a log
-        line per attempt.
-        """
+        """Log in once before the pool does, so that the pool never retries a hopeless login."""
         deadline = time.monotonic() + self.timeout
         pause = 0.05
         while True:
@@ -162,49 +264,17 @@ class PostgresDatabase(Database):
                 psycopg.Connection.connect(self._conninfo, **self._connect_kwargs).close()
                 return
             except psycopg.OperationalError as exc:
-                message = self._scrub(str(exc))
-                reason = _reason(message)
-                if "FATAL" in message and not _NOT_READY.search(message):
-                    raise DatabaseUnavailableError(
-                        f"PostgreSQL at {self.display_url} refused the login: {reason}"
-                    ) from exc
-                if time.monotonic() + pause >= deadline:
-                    raise DatabaseUnavailableError(
-                        f"PostgreSQL at {self.display_url} did not accept a connection within "
-                        f"{self.timeout:g} s: {reason}"
-                    ) from exc
+                failure = self._login_failure(exc, time.monotonic() + pause >= deadline)
+                if failure is not None:
+                    raise failure from exc
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
-    @staticmethod
-    def _check(connection: psycopg.Connection[Any]) -> None:
-        """Check a pooled connection before lending it, without a round trip when idle and quiet.
-
-        An idle connection's socket has nothing to read unless the server spoke:
-        a terminated backend or a shutting-down server sends an error and closes
-        it. Only then does it pay ``check_connection``'s round trip, which raises
-        (and the pool replaces the connection) if it is broken.
-        """
-        if connection.closed or select.select([connection.fileno()], [], [], 0)[0]:
+    @classmethod
+    def _check(cls, connection: psycopg.Connection[Any]) -> None:
+        """Check a pooled connection before lending it, without a round trip when idle and quiet."""
+        if cls._needs_check(connection):
             psycopg_pool.ConnectionPool.check_connection(connection)
-
-    @staticmethod
-    def _configure(connection: psycopg.Connection[Any]) -> None:
-        """Hand json and jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
-
-        The store's records decode both on first read, the same way on both
-        dialects (psycopg's timestamptz loader took 23 of the 45 ms of listing
-        10,000 runs). A session whose DateStyle or TimeZone differs gets
-        datetimes from psycopg, which the store takes as they are.
-        """
-        adapters = connection.adapters
-        adapters.register_loader("jsonb", TextLoader)
-        adapters.register_loader("json", TextLoader)
-        info = connection.info
-        if (info.parameter_status("DateStyle") or "").startswith("ISO") and (
-            info.parameter_status("TimeZone") or ""
-        ) in _UTC_ZONES:
-            adapters.register_loader("timestamptz", TextLoader)
 
     @contextmanager
     def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
@@ -281,24 +351,6 @@ class PostgresDatabase(Database):
                 "Point the migrator at the PostgreSQL server itself"
             )
 
-    def _close(self) -> None:
-        self._pool.close()
-
-    # -- types, SQL and errors -------------------------------------------------------
-
-    def _convert(self, sql: str) -> str:
-        """``:name`` placeholders to pyformat, and each write's lock waits bounded by ``timeout``."""
-        bounded = f"set_config('lock_timeout', '{max(1, round(self.timeout * 1000))}ms', true) IS NOT NULL"
-        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql.replace(BOUNDED_LOCK_WAIT, bounded))
-
-    def encode_time(self, value: datetime) -> datetime:
-        """psycopg sends datetimes as timestamptz as they are."""
-        return value
-
-    def encode_json(self, text: str) -> Json:
-        """Already-serialised JSON, sent typed as json (no re-encoding), stored as written."""
-        return Json(text, dumps=_already_serialised)
-
     def split_script(self, text: str) -> list[str]:
         """Split at top-level semicolons (outside quotes, dollar quotes, comments)."""
         statements: list[str] = []
@@ -310,26 +362,5 @@ class PostgresDatabase(Database):
         statements.append(text[start:])
         return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
 
-    def _scrub(self, message: str) -> str:
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message.strip()
-
-    def translate(self, exc: BaseException) -> WorkflowDBError:
-        """psycopg and pool errors as workflow_db errors, with any password scrubbed."""
-        if isinstance(exc, psycopg_pool.PoolTimeout):
-            return DatabaseUnavailableError(
-                f"no connection to PostgreSQL at {self.display_url} within {self.timeout:g} s: "
-                f"the server is unreachable or all {self._pool.max_size} pooled connections are busy"
-            )
-        message = self._scrub(str(exc))
-        if isinstance(exc, psycopg.IntegrityError):
-            return IntegrityError(f"PostgreSQL refused the write: {message}")
-        if isinstance(exc, psycopg.errors.LockNotAvailable):
-            return DatabaseUnavailableError(
-                f"PostgreSQL at {self.display_url}: waited longer than the timeout of {self.timeout:g} s "
-                "for a row another transaction holds"
-            )
-        if isinstance(exc, psycopg.OperationalError):
-            return DatabaseUnavailableError(f"PostgreSQL at {self.display_url}: {message}")
-        return WorkflowDBError(f"PostgreSQL: {message}")
+    def _close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,157 @@
+"""The asyncio interface both dialects satisfy: :class:`AsyncDatabase` and :class:`AsyncSession`.
+
+:class:`~workflow_db.store_async.AsyncWorkflowStore` speaks only to these, as
+:class:`~workflow_db.store.WorkflowStore` speaks to :class:`~.base.Database`:
+the same calls (``read``, ``write``, ``writing``, ``reading``, ``encode_*``),
+as coroutines. A transaction belongs to the task that opened it: its session
+lives in a context variable together with that task, so a task started inside
+the block (which copies the context) runs outside it, on its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Self
+
+from .base import SQL, Dialect, Fetch, Params, Row, T, fetch_all, fetch_one, fetch_rowcount
+
+
+class AsyncSession(ABC):
+    """One connection lent to one task for one unit of work."""
+
+    @abstractmethod
+    async def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run ``sql`` and return ``fetch(cursor)``; driver errors come out translated."""
+
+    async def all(self, sql: SQL, params: Params = ()) -> list[Row]:
+        """Run ``sql`` and return every row."""
+        return await self.execute(sql, params, fetch_all)
+
+    async def one(self, sql: SQL, params: Params = ()) -> Row | None:
+        """Run ``sql`` and return its first row, or None."""
+        return await self.execute(sql, params, fetch_one)
+
+    async def run(self, sql: SQL, params: Params = ()) -> int:
+        """Run ``sql`` and return the number of rows it changed."""
+        return await self.execute(sql, params, fetch_rowcount)
+
+    @abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[Self]:
+        """A nested unit of work: on error only its own changes are undone."""
+
+
+class AsyncDatabase(Dialect):
+    """A connected database for asyncio: the object :func:`workflow_db.connect_async` returns."""
+
+    schema_version: int = 0
+    """The newest migration applied when the database was opened (0: none)."""
+
+    def __init__(self, timeout: float, display_url: str) -> None:
+        super().__init__(timeout, display_url)
+        self._transaction: ContextVar[tuple[asyncio.Task[Any] | None, AsyncSession] | None] = ContextVar(
+            f"workflow_db_transaction_{id(self)}", default=None
+        )
+
+    # -- public ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close every connection; the object cannot be used afterwards."""
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- one statement: the store's hot paths --------------------------------------------
+
+    def _session(self) -> AsyncSession | None:
+        """The session of the transaction the current task opened, if any."""
+        current = self._transaction.get()
+        if current is None or current[0] is not asyncio.current_task():
+            return None
+        return current[1]
+
+    async def read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run one reading statement (inside the task's transaction: in it)."""
+        session = self._session()
+        if session is not None:
+            return await session.execute(sql, params, fetch)
+        return await self._read(sql, params, fetch)
+
+    async def write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run one writing statement atomically (inside the task's transaction: as a savepoint of it)."""
+        session = self._session()
+        if session is not None:
+            async with session.savepoint():
+                return await session.execute(sql, params, fetch)
+        return await self._write(sql, params, fetch)
+
+    # -- units of several statements -------------------------------------------------------
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; inside the task's transaction, that transaction's session."""
+        current = self._session()
+        if current is not None:
+            yield current
+            return
+        async with self._read_session() as session:
+            yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """An atomic unit of work; inside another one of the same task it joins it as a savepoint."""
+        current = self._session()
+        if current is not None:
+            async with current.savepoint():
+                yield current
+            return
+        async with self._write_session() as session:
+            token = self._transaction.set((asyncio.current_task(), session))
+            try:
+                yield session
+            finally:
+                self._transaction.reset(token)
+
+    # -- what each dialect provides ----------------------------------------------------------
+
+    @abstractmethod
+    async def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One reading statement outside any transaction."""
+
+    @abstractmethod
+    async def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One writing statement, atomic on its own, outside any transaction."""
+
+    @abstractmethod
+    def _read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session for reads outside any transaction."""
+
+    @abstractmethod
+    def _write_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session inside a new top-level write transaction."""
+
+    async def _read_schema_version(self) -> None:
+        """Called once by the dialect when it opens: note the newest migration applied."""
+        from ..queries import MIGRATIONS_TABLE_EXISTS, NEWEST_MIGRATION
+
+        async with self.reading() as session:
+            if await session.one(MIGRATIONS_TABLE_EXISTS) is not None:
+                row = await session.one(NEWEST_MIGRATION)
+                self.schema_version = int(row[0]) if row and row[0] is not None else 0
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Close every connection."""

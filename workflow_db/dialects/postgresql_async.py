@@ -1,0 +1,176 @@
+"""The PostgreSQL dialect for asyncio: psycopg 3 behind a ``psycopg_pool.AsyncConnectionPool``.
+
+The same login probe, connection check, loaders, SQL conversion and error
+translation as :mod:`.postgresql` (its :class:`~.postgresql.PostgresDialect`);
+only the waiting is asynchronous. A task cancelled during a statement makes
+psycopg cancel it on the server and wait for the connection to be idle again,
+so the pool gets it back clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, Self, cast
+
+import psycopg
+import psycopg_pool
+
+from .base import SQL, Fetch, Params, T, fetch_all, fetch_one, fetch_rowcount
+from .base_async import AsyncDatabase, AsyncSession
+from .postgresql import PostgresDialect
+
+
+async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    return await cursor.fetchall()
+
+
+async def _fetch_one(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    return await cursor.fetchone()
+
+
+async def _fetch_rowcount(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    return cursor.rowcount
+
+
+_ASYNC_FETCH: dict[Callable[[Any], Any], Callable[[psycopg.AsyncCursor[Any]], Awaitable[Any]]] = {
+    fetch_all: _fetch_all,
+    fetch_one: _fetch_one,
+    fetch_rowcount: _fetch_rowcount,
+}
+"""The async cursor's way of doing what each of the store's fetch functions does."""
+
+
+class AsyncPostgresSession(AsyncSession):
+    """A session on one pooled async psycopg connection (autocommit mode)."""
+
+    def __init__(self, database: AsyncPostgresDatabase, connection: psycopg.AsyncConnection[Any]) -> None:
+        self.database = database
+        self.connection = connection
+
+    async def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run ``sql`` and return what ``fetch`` takes from its cursor; errors come out translated."""
+        database = self.database
+        try:
+            cursor = await self.connection.execute(database.prepare(sql), params)
+            return cast(T, await _ASYNC_FETCH[fetch](cursor))
+        except database.driver_errors as exc:
+            raise database.translate(exc) from exc
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Self]:
+        """psycopg's transaction block: ``BEGIN`` ... ``COMMIT`` at the top, a ``SAVEPOINT`` inside one."""
+        with self.database.translated_errors():
+            async with self.connection.transaction():
+                yield self
+
+
+class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
+    """A PostgreSQL server reached through an asyncio connection pool; open it with :meth:`open`."""
+
+    dialect: ClassVar[str] = "postgresql"
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        display_url: str,
+        secrets: list[str],
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        super().__init__(timeout, display_url)
+        self._set_login(conninfo, secrets, timeout, prepare_threshold)
+        self._pool = self._async_pool = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            check=self._check,
+            configure=self._configure_async,
+            kwargs=self._connect_kwargs,
+            name="workflow_db",
+        )
+
+    async def open(self) -> Self:
+        """Wait for the server (at most ``timeout``), fill the pool, read the schema version."""
+        await self._wait_for_server()
+        try:
+            await self._async_pool.open(wait=True, timeout=self.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            await self._async_pool.close(timeout=0)
+            raise self._pool_timed_out() from exc
+        try:
+            await self._read_schema_version()
+        except BaseException:
+            await self._async_pool.close(timeout=0)
+            raise
+        return self
+
+    async def _wait_for_server(self) -> None:
+        """Log in once before the pool does, so that the pool never retries a hopeless login."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.05
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+                await connection.close()
+                return
+            except psycopg.OperationalError as exc:
+                failure = self._login_failure(exc, time.monotonic() + pause >= deadline)
+                if failure is not None:
+                    raise failure from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    @classmethod
+    async def _check(cls, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Check a pooled connection before lending it, without a round trip when idle and quiet."""
+        if cls._needs_check(connection):
+            await psycopg_pool.AsyncConnectionPool.check_connection(connection)
+
+    @classmethod
+    async def _configure_async(cls, connection: psycopg.AsyncConnection[Any]) -> None:
+        cls._configure(connection)
+
+    async def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        # The hot path: getconn/putconn directly (no context managers), one round trip.
+        pool = self._async_pool
+        try:
+            connection = await pool.getconn(timeout=self.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self.translate(exc) from exc
+        try:
+            return await AsyncPostgresSession(self, connection).execute(sql, params, fetch)
+        finally:
+            await pool.putconn(connection)
+
+    # Autocommit: one statement is its own transaction, one round trip.
+    _write = _read
+
+    @asynccontextmanager
+    async def _borrow(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        with self.translated_errors():
+            async with self._async_pool.connection(timeout=self.timeout) as connection:
+                yield connection
+
+    @asynccontextmanager
+    async def _read_session(self) -> AsyncIterator[AsyncSession]:
+        async with self._borrow() as connection:
+            yield AsyncPostgresSession(self, connection)
+
+    @asynccontextmanager
+    async def _write_session(self) -> AsyncIterator[AsyncSession]:
+        async with (
+            self._borrow() as connection,
+            AsyncPostgresSession(self, connection).savepoint() as session,
+        ):
+            yield session
+
+    async def _close(self) -> None:
+        await self._async_pool.close()
