@@ -9,23 +9,27 @@ database cloned from a migrated template, dropped afterwards.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from blocking import BlockingStore, LoopThread
 from hypothesis import HealthCheck, settings
 from pg_cluster import ThrowawayCluster, find_server
 from psycopg import sql
 
-from workflow_db import Database, WorkflowStore, connect
+from workflow_db import AsyncDatabase, AsyncWorkflowStore, Database, WorkflowStore, connect, connect_async
 from workflow_db.migrate import upgrade
 
 DIALECTS = ("sqlite", "postgresql")
+STORE_KINDS = ("sync", "async")
 _counter = itertools.count()
 
 # Hypothesis: CI runs 200 examples (state-machine sequences) per test and database; locally 25.
@@ -168,6 +172,37 @@ def db(db_url: str) -> Iterator[Database]:
         yield database
 
 
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``sync``: WorkflowStore; ``async``: AsyncWorkflowStore (through tests/blocking.py)."""
+    return str(request.param)
+
+
+MakeStore = Callable[..., WorkflowStore]
+
+
 @pytest.fixture
-def store(db: Database) -> WorkflowStore:
-    return WorkflowStore(db)
+def make_store(db: Database, db_url: str, store_kind: str) -> Iterator[MakeStore]:
+    """``make_store(max_json_bytes=...)``: a store of the test's kind on the test's database."""
+    if store_kind == "sync":
+        yield functools.partial(WorkflowStore, db)
+        return
+    loop = LoopThread()
+    async_db = loop.run(_open(db_url))
+    try:
+        yield lambda **options: cast(
+            WorkflowStore, BlockingStore(AsyncWorkflowStore(async_db, **options), loop, db)
+        )
+    finally:
+        loop.run(async_db.close())
+        loop.close()
+
+
+async def _open(url: str) -> AsyncDatabase:
+    return await connect_async(url)
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> WorkflowStore:
+    """The store every behaviour test runs against: both kinds, both databases."""
+    return make_store()

@@ -30,6 +30,12 @@ from workflow_db.importer import import_memory, main
 from workflow_db.migrate import main as migrate_main
 
 
+@pytest.fixture
+def store_kind() -> str:
+    """Sync only: the importer is a sync deploy tool: it takes a WorkflowStore."""
+    return "sync"
+
+
 @dataclass
 class OldGraph:
     """What the old service kept: no project, no version."""

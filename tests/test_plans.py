@@ -18,6 +18,13 @@ from workflow_db import queries as q
 from workflow_db.migrate import upgrade
 from workflow_db.models import utc_now
 
+
+@pytest.fixture
+def store_kind() -> str:
+    """Sync only: query plans: both stores send the same statements."""
+    return "sync"
+
+
 RUNS = 50_000
 PROJECTS = 100
 
