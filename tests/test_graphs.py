@@ -8,11 +8,11 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from conftest import MakeStore
 from factories import graph_structure, make_graph, present
 
 from workflow_db import (
     ConflictError,
-    Database,
     GraphInUseError,
     IntegrityError,
     ValidationError,
@@ -176,8 +176,8 @@ def test_graph_given_as_json_text_is_parsed(store: WorkflowStore) -> None:
     assert created.graph == json.loads(text)
 
 
-def test_graph_over_size_cap_names_field_and_sizes(db: Database) -> None:
-    small = WorkflowStore(db, max_json_bytes=1000)
+def test_graph_over_size_cap_names_field_and_sizes(make_store: MakeStore) -> None:
+    small = make_store(max_json_bytes=1000)
     small.ensure_project("p")
     big = graph_structure("a", blob="x" * 2000)
     with pytest.raises(ValidationError, match=r"graph: \d+ bytes .* max_json_bytes is 1000"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import MakeStore
 from factories import make_graph, present, run_threads
 
 from workflow_db import (
@@ -84,15 +85,12 @@ def test_pause_refuses_a_run_that_is_not_running(store: WorkflowStore, run_id: s
 
 
 @pytest.mark.parametrize("checkpoint", [{1, 2}, float("nan"), "x" * 2000])
-def test_a_bad_checkpoint_is_refused_with_nothing_written(db_url: str, checkpoint: object) -> None:
-    from workflow_db import connect
-
-    with connect(db_url) as db:
-        store = WorkflowStore(db, max_json_bytes=1000)
-        run = store.create_run(make_graph(store, "p", "a").id, status="running")
-        with pytest.raises(ValidationError, match="checkpoint"):
-            store.pause_run(run.id, checkpoint=checkpoint)
-        assert store.get_run(run.id) == run
+def test_a_bad_checkpoint_is_refused_with_nothing_written(make_store: MakeStore, checkpoint: object) -> None:
+    store = make_store(max_json_bytes=1000)
+    run = store.create_run(make_graph(store, "p", "a").id, status="running")
+    with pytest.raises(ValidationError, match="checkpoint"):
+        store.pause_run(run.id, checkpoint=checkpoint)
+    assert store.get_run(run.id) == run
 
 
 def test_lifecycle_calls_on_an_unknown_run_or_another_project_change_nothing(

@@ -6,9 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from conftest import MakeStore
 from factories import make_graph, present
 
-from workflow_db import Database, IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
+from workflow_db import IntegrityError, ValidationError, WorkflowNodeStatus, WorkflowStore
 
 
 @pytest.fixture
@@ -96,8 +97,8 @@ def test_append_node_message(store: WorkflowStore, run_id: str) -> None:
     assert fresh.status is WorkflowNodeStatus.PENDING and fresh.messages == ["first"]
 
 
-def test_append_node_message_respects_size_cap(db: Database, run_id: str) -> None:
-    small = WorkflowStore(db, max_json_bytes=64)
+def test_append_node_message_respects_size_cap(make_store: MakeStore, run_id: str) -> None:
+    small = make_store(max_json_bytes=64)
     small.append_node_message(run_id, "a", "x" * 40)
     with pytest.raises(ValidationError, match="max_json_bytes"):
         small.append_node_message(run_id, "a", "y" * 30)
