@@ -19,8 +19,10 @@ dropped. No statement ever runs on the loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import datetime
@@ -31,39 +33,97 @@ from .base import SQL, Fetch, Params, Session, T
 from .base_async import AsyncDatabase, AsyncSession
 from .sqlite import SQLiteDatabase
 
-READER_THREADS = 4
-"""Reads that run at once (sqlite3 lets go of the GIL while SQLite works)."""
+logger = logging.getLogger(__name__)
+
+READER_THREADS = 1
+"""Threads running reads outside transactions. One: on two cores it served 1.3-1.5x the reads of
+two threads with a third of the event-loop lag (scripts/bench_async.py), as the GIL, not SQLite,
+is what they wait for. WAL readers never wait for the writer or a transaction."""
 
 R = TypeVar("R")
 
 
-class _Thread:
-    """One thread that runs the steps of one unit of work, in the order they were queued."""
+class _Workers:
+    """Threads that run queued calls for the event loop, each call's result handed back to it.
 
-    def __init__(self) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="workflow_db-sqlite")
+    With one thread, calls run in the order they were queued: the steps of
+    one unit of work. Lighter than ``run_in_executor``: one queue put, and one
+    ``call_soon_threadsafe`` to hand the outcome back.
+    """
 
-    def queue(self, function: Callable[..., R], *args: Any) -> concurrent.futures.Future[R]:
-        """Queue ``function(*args)``; it runs whatever happens to the caller."""
-        return self._executor.submit(function, *args)
+    def __init__(self, threads: int = 1) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = threads
+        for _ in range(threads):
+            threading.Thread(target=_work, args=(self._jobs,), name="workflow_db-sqlite", daemon=True).start()
+
+    def submit(self, function: Callable[..., R], *args: Any, always: bool = False) -> asyncio.Future[R]:
+        """Queue ``function(*args)``; unless ``always``, a future cancelled before it starts skips it."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._jobs.put((future, always, function, args))
+        return future
 
     async def call(self, function: Callable[..., R], *args: Any) -> R:
         """Run ``function(*args)`` there; cancelled before it starts, it never runs."""
-        return await asyncio.wrap_future(self.queue(function, *args))
+        return await self.submit(function, *args)
 
     async def finish(self, function: Callable[..., R], *args: Any) -> R:
         """Run ``function(*args)`` there, to the end even if the caller is cancelled meanwhile."""
-        return await asyncio.shield(asyncio.wrap_future(self.queue(function, *args)))
+        future = self.submit(function, *args, always=True)
+        future.add_done_callback(_retrieved)
+        return await asyncio.shield(future)
+
+    def queue(self, function: Callable[..., object], *args: Any) -> None:
+        """Run ``function(*args)`` there, whatever happens to the caller; nobody waits for it."""
+        self._jobs.put((None, True, function, args))
 
     def close(self) -> None:
-        """Stop the thread once what is queued has run."""
-        self._executor.shutdown(wait=False)
+        """Stop the threads once what is queued has run."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+
+_Job = tuple["asyncio.Future[Any] | None", bool, Callable[..., Any], tuple[Any, ...]]
+
+
+def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    """A worker thread's life: run jobs until the None that stops it."""
+    while (job := jobs.get()) is not None:
+        future, always, function, args = job
+        if future is not None and not always and future.cancelled():
+            continue
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            if future is None:
+                logger.warning("workflow_db: a SQLite clean-up step failed: %s", exc)
+            else:
+                future.get_loop().call_soon_threadsafe(_set_exception, future, exc)
+            continue
+        if future is not None:
+            future.get_loop().call_soon_threadsafe(_set_result, future, result)
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a shielded future's exception as seen: its caller may have been cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
 
 
 class AsyncSQLiteSession(AsyncSession):
     """A sync SQLite session whose statements run on its unit of work's thread."""
 
-    def __init__(self, session: Session, thread: _Thread) -> None:
+    def __init__(self, session: Session, thread: _Workers) -> None:
         self._session = session
         self._thread = thread
 
@@ -79,17 +139,23 @@ class AsyncSQLiteSession(AsyncSession):
 
 
 @asynccontextmanager
-async def _on_thread(thread: _Thread, block: AbstractContextManager[R]) -> AsyncIterator[R]:
-    """Enter and leave the sync context manager ``block`` on ``thread``.
+async def _on_thread(thread: _Workers, block: AbstractContextManager[R]) -> AsyncIterator[R]:
+    """Enter and leave the sync context manager ``block`` on ``thread`` (one thread).
 
     Once entered it is always left, on the thread, after every step queued
     before: also when the task is cancelled while entering or leaving.
     """
-    entering = thread.queue(block.__enter__)
+    entered: list[bool] = []
+
+    def enter() -> R:
+        value = block.__enter__()
+        entered.append(True)
+        return value
+
     try:
-        value = await asyncio.shield(asyncio.wrap_future(entering))
+        value = await thread.finish(enter)
     except BaseException as exc:
-        thread.queue(_leave_if_entered, block, entering, exc)
+        thread.queue(_leave_if_entered, block, entered, exc)
         raise
     try:
         yield value
@@ -99,10 +165,8 @@ async def _on_thread(thread: _Thread, block: AbstractContextManager[R]) -> Async
     await thread.finish(block.__exit__, None, None, None)
 
 
-def _leave_if_entered(
-    block: AbstractContextManager[Any], entering: concurrent.futures.Future[Any], exc: BaseException
-) -> None:
-    if entering.exception() is None:
+def _leave_if_entered(block: AbstractContextManager[Any], entered: list[bool], exc: BaseException) -> None:
+    if entered:
         block.__exit__(type(exc), exc, exc.__traceback__)
 
 
@@ -117,11 +181,9 @@ class AsyncSQLiteDatabase(AsyncDatabase):
         self._path = path
         self._options = options
         self._sync: SQLiteDatabase | None = None
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            READER_THREADS, thread_name_prefix="workflow_db-sqlite-read"
-        )
-        self._writer = _Thread()
-        self._idle_threads: list[_Thread] = []
+        self._readers = _Workers(READER_THREADS)
+        self._writer = _Workers()
+        self._idle_threads: list[_Workers] = []
 
     async def open(self) -> Self:
         """Open the file (waiting at most ``timeout`` for its lock), read the schema version."""
@@ -140,8 +202,7 @@ class AsyncSQLiteDatabase(AsyncDatabase):
     # -- statements ------------------------------------------------------------------
 
     async def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        future = self._readers.submit(self.sync._read, sql, params, fetch)
-        return await asyncio.wrap_future(future)
+        return await self._readers.call(self.sync._read, sql, params, fetch)
 
     async def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         return await self._writer.call(self.sync._write, sql, params, fetch)
@@ -162,7 +223,7 @@ class AsyncSQLiteDatabase(AsyncDatabase):
         try:
             thread = self._idle_threads.pop()
         except IndexError:
-            thread = _Thread()
+            thread = _Workers()
         try:
             async with _on_thread(thread, block) as session:
                 yield AsyncSQLiteSession(session, thread)
@@ -192,4 +253,4 @@ class AsyncSQLiteDatabase(AsyncDatabase):
             await self._writer.finish(self._sync.close)
         for thread in threads:
             thread.close()
-        self._readers.shutdown(wait=False)
+        self._readers.close()
