@@ -9,12 +9,15 @@ times every call (median and p95 in ms) and the bare driver running the same
 SQL and fetching plain tuples. Then it copies the database (the reference),
 bulk-loads the scale set (``--scale`` runs) into the original and times the
 pages of 50 on both in the same rounds, so a slow minute of the machine
-cannot pass for the cost of a million runs. It prints a Markdown table.
+cannot pass for the cost of a million runs. Last, the async section
+(``scripts/bench_async.py``): 200 tasks on the async store, on the sync store
+through ``asyncio.to_thread`` and on bare psycopg async. It prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -33,6 +36,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import bench_async
+
 from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
 from workflow_db.migrate import upgrade
@@ -41,6 +46,7 @@ PROJECTS = 100
 NODES_PER_GRAPH = 10
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PAGE = 50
+ASYNC_TASKS = 200
 
 
 def progress(message: str) -> None:
@@ -503,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=int, default=1_000_000, help="runs in the scale set (0: skip)")
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the async section (default 5)")
     args = parser.parse_args(argv)
 
     report = Report()
@@ -536,11 +543,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             drop_database(reference_url)
     measure_claimers(report, args.url)
+    progress(f"async section: {ASYNC_TASKS} tasks, {args.rounds} rounds")
+    async_table = asyncio.run(
+        bench_async.measure(args.url, tasks=ASYNC_TASKS, calls=10, rounds=args.rounds, pool=4)
+    )
     version = sqlite3.sqlite_version if dialect == "sqlite" else "PostgreSQL"
     report.print(
         f"workflow_db benchmark on {dialect} ({version}): {platform.node()}, {platform.machine()}, "
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     )
+    print()
+    print("\n".join(async_table))
     return 0
 
 

@@ -157,8 +157,8 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def measure(url: str, *, tasks: int, calls: int, rounds: int, pool: int) -> list[tuple[str, str, str]]:
-    """Run every workload for every contender, ``rounds`` times; rows of (workload, contender, result)."""
+async def measure(url: str, *, tasks: int, calls: int, rounds: int, pool: int) -> list[str]:
+    """Run every workload for every contender, ``rounds`` times; the Markdown table of the results."""
     with connect(url, max_size=pool) as db:
         upgrade(db)
         sync_store = WorkflowStore(db)
@@ -190,17 +190,30 @@ async def measure(url: str, *, tasks: int, calls: int, rounds: int, pool: int) -
             finally:
                 if bare_pool is not None:
                     await bare_pool.close()
-    rows = []
+    return table(contenders)
+
+
+def table(contenders: list[Contender]) -> list[str]:
+    """Markdown lines: a row per workload, each contender's calls/s and loop lag, and the ratios."""
+    names = [contender.name for contender in contenders]
+    lines = [
+        "| workload, 200 tasks | " + " | ".join(f"{name}: calls/s, lag p50 / p99 ms" for name in names)
+        + " | async / to_thread calls/s | async cost / bare async |",
+        "|---" * (len(names) + 3) + "|",
+    ]  # fmt: skip
     for workload in contenders[0].workloads:
-        for contender in contenders:
-            rate = statistics.median(contender.rates[workload])
-            lags = contender.lags[workload]
-            rows.append((
-                workload,
-                contender.name,
-                f"{rate:,.0f} calls/s, loop lag p50 {_percentile(lags, 0.5):.2f} / p99 {_percentile(lags, 0.99):.2f} ms",
-            ))  # fmt: skip
-    return rows
+        rates = [statistics.median(contender.rates[workload]) for contender in contenders]
+        cells = [
+            f"{rate:,.0f}, {_lags(contender.lags[workload])}"
+            for rate, contender in zip(rates, contenders, strict=True)
+        ]
+        bare = f"{rates[2] / rates[0]:.2f}" if len(rates) > 2 else "n/a"
+        lines.append(f"| {workload} | {' | '.join(cells)} | {rates[0] / rates[1]:.2f} | {bare} |")
+    return lines
+
+
+def _lags(lags: list[float]) -> str:
+    return f"{_percentile(lags, 0.5):.2f} / {_percentile(lags, 0.99):.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,12 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pool", type=int, default=4, help="connections in each PostgreSQL pool")
     args = parser.parse_args(argv)
-    rows = asyncio.run(
+    lines = asyncio.run(
         measure(args.url, tasks=args.tasks, calls=args.calls, rounds=args.rounds, pool=args.pool)
     )
-    print("| workload (200 tasks) | contender | result |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print("\n".join(lines))
     return 0
 
 

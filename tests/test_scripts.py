@@ -50,7 +50,7 @@ def test_demo_without_a_url_leaves_no_database_behind(tmp_path: Path) -> None:
 
 
 def test_bench_times_pages_on_both_sizes_in_the_same_rounds(blank_url: str, tmp_path: Path) -> None:
-    arguments = ["--url", blank_url, "--runs", "200", "--scale", "1000", "--repeat", "1"]
+    arguments = ["--url", blank_url, "--runs", "200", "--scale", "1000", "--repeat", "1", "--rounds", "1"]
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench.py"), *arguments],
         capture_output=True,
@@ -72,6 +72,14 @@ def test_bench_times_pages_on_both_sizes_in_the_same_rounds(blank_url: str, tmp_
         assert len(sizes) == 2 and sizes[1] - sizes[0] == 1000  # the reference copy, then with the scale set
         assert f"page by {name}: {sizes[1]:,} runs / {sizes[0]:,} runs" in rows
     assert _databases_named_like(blank_url, "reference") == []  # the copy is gone
+    async_rows = result.stdout.partition("| workload, 200 tasks |")[2].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in async_rows] == [
+        "| get_run",
+        "| list_node_states (100 nodes)",
+        "| set_node_state",
+    ]
+    contenders = 3 if blank_url.startswith("postgresql") else 2
+    assert all(row.count("calls/s") == 0 and row.count(" / ") == contenders for row in async_rows)
 
 
 def _databases_named_like(url: str, part: str) -> list[str]:
