@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from workflow_db import Database, WorkflowGraph, WorkflowStore
@@ -73,3 +75,23 @@ def present(value: T | None) -> T:
     """``value``, failing the test if it is None (a record the store should have found)."""
     assert value is not None, "expected a stored record, got None"
     return value
+
+
+@contextmanager
+def another_connection_holding(db_url: str, run_id: str) -> Iterator[None]:
+    """Another connection holds the run: PostgreSQL its row lock, SQLite the file's write lock."""
+    holder: Any
+    if db_url.startswith("sqlite:"):
+        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        # Through PgBouncer too, when the env has it (its URL carries our prepare_threshold option).
+        holder = psycopg.connect(db_url.partition("?")[0], prepare_threshold=None)
+        holder.execute("SELECT 1 FROM workflow_runs WHERE id = %s FOR UPDATE", [run_id])
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()

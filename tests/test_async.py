@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import psycopg
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import graph_structure, present
+from factories import another_connection_holding, graph_structure, present
 
 from workflow_db import (
     AsyncWorkflowStore,
@@ -228,18 +226,12 @@ def test_an_unreachable_server_is_unavailable_within_the_timeout() -> None:
     run(body)
 
 
-def test_a_write_behind_a_held_lock_waits_at_most_the_timeout(db_url: str, dialect: str) -> None:
+def test_a_write_behind_a_held_lock_waits_at_most_the_timeout(db_url: str) -> None:
     async def body() -> None:
         async with connect_async(db_url) as db:
             store = AsyncWorkflowStore(db)
             run_ = await store.create_run((await _graph(store)).id)
-        if dialect == "sqlite":
-            holder: Any = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
-            holder.execute("BEGIN IMMEDIATE")
-        else:
-            holder = psycopg.connect(db_url.partition("?")[0], prepare_threshold=None)
-            holder.execute("SELECT 1 FROM workflow_runs WHERE id = %s FOR UPDATE", [run_.id])
-        try:
+        with another_connection_holding(db_url, run_.id):
             async with connect_async(db_url, timeout=0.5) as db:
                 store = AsyncWorkflowStore(db)
                 with pytest.raises(DatabaseUnavailableError, match=r"timeout of 0\.5 s"):
@@ -248,9 +240,6 @@ def test_a_write_behind_a_held_lock_waits_at_most_the_timeout(db_url: str, diale
                     async with store.transaction():
                         await store.set_node_state(run_.id, "a", progress=0.5)
                 assert present(await store.get_run(run_.id)).status is WorkflowRunStatus.PENDING
-        finally:
-            holder.rollback()
-            holder.close()
         async with connect_async(db_url) as db:
             store = AsyncWorkflowStore(db)
             assert present(await store.update_run_status(run_.id, "running")).status.value == "running"
@@ -267,9 +256,7 @@ def test_a_killed_backend_is_unavailable_then_the_next_call_works(
 
     async def kill_others() -> None:
         with server.admin() as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-            )
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
 
     async def body() -> None:
         async with connect_async(url, min_size=1, max_size=1) as db:

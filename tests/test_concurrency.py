@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from factories import make_graph, present, run_threads
+from factories import another_connection_holding, make_graph, present, run_threads
 
 from workflow_db import (
     ConflictError,
@@ -252,34 +249,21 @@ def test_sqlite_writers_of_one_process_wait_at_most_the_timeout(tmp_path: Path) 
         assert store.create_run(graph.id).workflow_id == graph.id  # works again once the writer is free
 
 
-def test_a_write_behind_another_transactions_lock_waits_at_most_the_timeout(
-    db_url: str, dialect: str
-) -> None:
+def test_a_write_behind_another_transactions_lock_waits_at_most_the_timeout(db_url: str) -> None:
     """Another connection holds the run (PostgreSQL: its row; SQLite: the file's write lock)."""
     with connect(db_url) as db:
         store = WorkflowStore(db)
         run = store.create_run(make_graph(store, "p", "a").id)
-    if dialect == "sqlite":
-        holder: Any = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-    else:
-        # Through PgBouncer too, when the env has it (its URL carries our prepare_threshold option).
-        holder = psycopg.connect(db_url.partition("?")[0], prepare_threshold=None)
-        holder.execute("SELECT 1 FROM workflow_runs WHERE id = %s FOR UPDATE", [run.id])
-    try:
-        with connect(db_url, timeout=0.5) as db:
-            store = WorkflowStore(db)
-            for call in (
-                lambda: store.update_run_status(run.id, "running"),
-                lambda: store.set_node_state(run.id, "a", progress=0.5),  # its heartbeat waits for the run
-                lambda: store.append_node_message(run.id, "a", "m"),
-            ):
-                with pytest.raises(DatabaseUnavailableError, match=r"timeout of 0\.5 s"):
-                    call()
-            assert present(store.get_run(run.id)).status.value == "pending"  # reads do not wait
-    finally:
-        holder.rollback()
-        holder.close()
+    with another_connection_holding(db_url, run.id), connect(db_url, timeout=0.5) as db:
+        store = WorkflowStore(db)
+        for call in (
+            lambda: store.update_run_status(run.id, "running"),
+            lambda: store.set_node_state(run.id, "a", progress=0.5),  # its heartbeat waits for the run
+            lambda: store.append_node_message(run.id, "a", "m"),
+        ):
+            with pytest.raises(DatabaseUnavailableError, match=r"timeout of 0\.5 s"):
+                call()
+        assert present(store.get_run(run.id)).status.value == "pending"  # reads do not wait
     with connect(db_url) as db:
         store = WorkflowStore(db)
         assert present(store.update_run_status(run.id, "running")).status.value == "running"

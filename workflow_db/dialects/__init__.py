@@ -98,15 +98,7 @@ def connect(
     never contains the password) and DatabaseUnavailableError when the server
     does not answer within ``timeout`` seconds.
     """
-    dialect, location, options = _target(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        prepare_threshold=prepare_threshold,
-        synchronous=synchronous,
-        create=create,
-    )
+    dialect, location, options = _target(**locals())
     if dialect == "sqlite":
         from .sqlite import SQLiteDatabase
 
@@ -133,15 +125,7 @@ def connect_async(
     connections on worker threads, so no statement runs on the event loop.
     ValueError comes at once; DatabaseUnavailableError when awaited.
     """
-    dialect, location, options = _target(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        prepare_threshold=prepare_threshold,
-        synchronous=synchronous,
-        create=create,
-    )
+    dialect, location, options = _target(**locals())
     if dialect == "sqlite":
         from .sqlite_async import AsyncSQLiteDatabase
 

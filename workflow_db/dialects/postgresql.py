@@ -102,9 +102,18 @@ class PostgresDialect(Dialect):
     _connect_kwargs: dict[str, Any]
     _pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any]
 
-    def _set_login(
-        self, conninfo: str, secrets: list[str], timeout: float, prepare_threshold: int | None
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        display_url: str,
+        secrets: list[str],
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
     ) -> None:
+        super().__init__(timeout, display_url)
         self._secrets = secrets
         self._conninfo = conninfo
         self._connect_kwargs = {
@@ -112,6 +121,15 @@ class PostgresDialect(Dialect):
             "prepare_threshold": prepare_threshold,
             "connect_timeout": max(2, math.ceil(timeout)),
         }
+        self._pool_options: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": timeout,
+            "open": False,
+            "kwargs": self._connect_kwargs,
+            "name": "workflow_db",
+        }
+        """What the sync and the async pool are made with, besides ``check`` and ``configure``."""
 
     def _login_failure(
         self, exc: psycopg.OperationalError, waited_enough: bool
@@ -222,33 +240,15 @@ class PostgresDatabase(PostgresDialect, Database):
             duration_ms double precision NOT NULL
         )"""
 
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        display_url: str,
-        secrets: list[str],
-        min_size: int = 1,
-        max_size: int = 4,
-        timeout: float = 30.0,
-        prepare_threshold: int | None = 5,
-    ) -> None:
-        super().__init__(timeout, display_url)
-        self._set_login(conninfo, secrets, timeout, prepare_threshold)
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        """Connect: wait for the server (at most ``timeout``), then fill the pool."""
+        super().__init__(conninfo, **options)
         self._pool = psycopg_pool.ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            check=self._check,
-            configure=self._configure,
-            kwargs=self._connect_kwargs,
-            name="workflow_db",
+            conninfo, check=self._check, configure=self._configure, **self._pool_options
         )
         self._wait_for_server()
         try:
-            self._pool.open(wait=True, timeout=timeout)
+            self._pool.open(wait=True, timeout=self.timeout)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close(timeout=0)
             raise self._pool_timed_out() from exc

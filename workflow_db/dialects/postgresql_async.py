@@ -72,29 +72,10 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
 
     dialect: ClassVar[str] = "postgresql"
 
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        display_url: str,
-        secrets: list[str],
-        min_size: int = 1,
-        max_size: int = 4,
-        timeout: float = 30.0,
-        prepare_threshold: int | None = 5,
-    ) -> None:
-        super().__init__(timeout, display_url)
-        self._set_login(conninfo, secrets, timeout, prepare_threshold)
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        super().__init__(conninfo, **options)
         self._pool = self._async_pool = psycopg_pool.AsyncConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            check=self._check,
-            configure=self._configure_async,
-            kwargs=self._connect_kwargs,
-            name="workflow_db",
+            conninfo, check=self._check, configure=self._configure_async, **self._pool_options
         )
 
     async def open(self) -> Self:
