@@ -510,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=1_000_000, help="runs in the scale set (0: skip)")
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per read (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the async section (default 5)")
+    parser.add_argument(
+        "--async-seconds", type=float, default=1.0, help="seconds per async workload and round (default 1)"
+    )
     args = parser.parse_args(argv)
 
     report = Report()
@@ -545,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     measure_claimers(report, args.url)
     progress(f"async section: {ASYNC_TASKS} tasks, {args.rounds} rounds")
     async_table = asyncio.run(
-        bench_async.measure(args.url, tasks=ASYNC_TASKS, calls=10, rounds=args.rounds, pool=4)
+        bench_async.measure(
+            args.url, tasks=ASYNC_TASKS, seconds=args.async_seconds, rounds=args.rounds, pool=4
+        )
     )
     version = sqlite3.sqlite_version if dialect == "sqlite" else "PostgreSQL"
     report.print(

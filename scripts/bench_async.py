@@ -4,14 +4,14 @@ and bare psycopg async, in the same rounds.
     python scripts/bench_async.py --url sqlite:////tmp/bench.db          # alone, on a migrated database
     python scripts/bench.py --url ...                                    # as part of the whole benchmark
 
-Each workload is ``--tasks`` concurrent tasks (default 200), each making
-``--calls`` calls of one kind (``get_run``, ``list_node_states`` of a 100-node
-run, ``set_node_state``). Every contender runs every workload once per round,
-taking turns, while a ticker task sleeps 10 ms at a time and records how late
-it wakes (the event loop's lag). Reported: calls a second (median of the
-rounds) and the lag's p50 / p99 over all rounds. On PostgreSQL every
-contender has a pool of ``--pool`` connections; the sync store's threads are
-asyncio's default executor.
+Each workload is ``--tasks`` concurrent tasks (default 200) making calls of
+one kind (``get_run``, ``list_node_states`` of a 100-node run,
+``set_node_state``) for ``--seconds`` (default 1: about 100 ticks). Every
+contender runs every workload once per round, taking turns, while a ticker
+task sleeps 10 ms at a time and records how late it wakes (the event loop's
+lag). Reported: calls a second (median of the rounds) and the lag's p50 /
+p99 over all rounds. On PostgreSQL every contender has a pool of ``--pool``
+connections; the sync store's threads are asyncio's default executor.
 """
 
 from __future__ import annotations
@@ -54,29 +54,29 @@ class Contender:
     lags: dict[str, list[float]] = field(default_factory=dict)
 
 
-async def run_workload(call: Workload, tasks: int, calls: int) -> tuple[float, list[float]]:
-    """``tasks`` tasks making ``calls`` calls each: (calls a second, the ticker's lags in ms)."""
+async def run_workload(call: Workload, tasks: int, seconds: float) -> tuple[float, list[float]]:
+    """``tasks`` tasks calling for ``seconds``: (calls a second, the ticker's lags in ms)."""
     lags: list[float] = []
-    done = asyncio.Event()
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    calls = itertools.count()
 
     async def ticker() -> None:
-        while not done.is_set():
+        while loop.time() < deadline:
             started = loop.time()
             await asyncio.sleep(TICK)
             lags.append((loop.time() - started - TICK) * 1000)
 
-    async def task(index: int) -> None:
-        for call_index in range(calls):
-            await call(index * calls + call_index)
+    async def task() -> None:
+        while loop.time() < deadline:
+            await call(next(calls))
 
     ticking = asyncio.create_task(ticker())
     started = time.perf_counter()
-    await asyncio.gather(*(task(index) for index in range(tasks)))
+    await asyncio.gather(*(task() for _ in range(tasks)))
     elapsed = time.perf_counter() - started
-    done.set()
     await ticking
-    return tasks * calls / elapsed, lags
+    return next(calls) / elapsed, lags
 
 
 @contextmanager
@@ -157,7 +157,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def measure(url: str, *, tasks: int, calls: int, rounds: int, pool: int) -> list[str]:
+async def measure(url: str, *, tasks: int, seconds: float, rounds: int, pool: int) -> list[str]:
     """Run every workload for every contender, ``rounds`` times; the Markdown table of the results."""
     with connect(url, max_size=pool) as db:
         upgrade(db)
@@ -182,7 +182,7 @@ async def measure(url: str, *, tasks: int, calls: int, rounds: int, pool: int) -
                 for round_ in range(rounds + 1):  # round 0 warms up
                     for workload in contenders[0].workloads:
                         for contender in contenders:
-                            rate, lags = await run_workload(contender.workloads[workload], tasks, calls)
+                            rate, lags = await run_workload(contender.workloads[workload], tasks, seconds)
                             if round_:
                                 contender.rates.setdefault(workload, []).append(rate)
                                 contender.lags.setdefault(workload, []).extend(lags)
@@ -223,12 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         "--url", required=True, help="a database (migrated here); the section adds its own run"
     )
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--calls", type=int, default=10, help="calls per task and workload")
+    parser.add_argument("--seconds", type=float, default=1.0, help="how long each workload runs a round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pool", type=int, default=4, help="connections in each PostgreSQL pool")
     args = parser.parse_args(argv)
     lines = asyncio.run(
-        measure(args.url, tasks=args.tasks, calls=args.calls, rounds=args.rounds, pool=args.pool)
+        measure(args.url, tasks=args.tasks, seconds=args.seconds, rounds=args.rounds, pool=args.pool)
     )
     print("\n".join(lines))
     return 0

@@ -50,7 +50,20 @@ def test_demo_without_a_url_leaves_no_database_behind(tmp_path: Path) -> None:
 
 
 def test_bench_times_pages_on_both_sizes_in_the_same_rounds(blank_url: str, tmp_path: Path) -> None:
-    arguments = ["--url", blank_url, "--runs", "200", "--scale", "1000", "--repeat", "1", "--rounds", "1"]
+    arguments = [
+        "--url",
+        blank_url,
+        "--runs",
+        "200",
+        "--scale",
+        "1000",
+        "--repeat",
+        "1",
+        "--rounds",
+        "1",
+        "--async-seconds",
+        "0.1",
+    ]
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench.py"), *arguments],
         capture_output=True,
