@@ -40,6 +40,7 @@ import bench_async
 
 from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
+from workflow_db.dialects.base import SQL
 from workflow_db.migrate import upgrade
 
 PROJECTS = 100
@@ -88,7 +89,7 @@ class BareDriver:
 
             self.connection = psycopg.connect(url, autocommit=True)
 
-    def fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: SQL, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run ``sql`` (with ``:name`` placeholders) and fetch every row."""
         return list(self.connection.execute(self.db.prepare(sql), params).fetchall())
 
@@ -235,7 +236,7 @@ class Bench:
         report: Report,
         name: str,
         call: Callable[[], object],
-        sql: str,
+        sql: SQL,
         params: dict[str, Any],
         repeat: int | None = None,
     ) -> None:
@@ -351,6 +352,42 @@ def measure_writes(
     for thread in threads:
         thread.join()
     report.note("100 threads x 10 create_run", f"{1000 / (time.perf_counter() - started):,.0f} runs/s")
+
+
+APPEND_COUNTS = (10, 1_000, 10_000)
+
+
+def measure_appends(report: Report, bench: Bench, run: WorkflowRun) -> None:
+    """``append_node_message`` on nodes already holding 10, 1,000 and 10,000 messages, taking turns.
+
+    Also ``get_node_state`` of each (it reads the whole list) against the bare driver.
+    """
+    store = bench.store
+    for count in APPEND_COUNTS:
+        for index in range(count):
+            store.append_node_message(run.id, f"log-{count}", f"line {index} of a node's log")
+        progress(f"filled a node with {count:,} messages")
+    appends = timed(
+        *(
+            functools.partial(store.append_node_message, run.id, f"log-{count}", "one more line")
+            for count in APPEND_COUNTS
+        ),
+        repeat=bench.repeat * 4,
+    )
+    for count, result in zip(APPEND_COUNTS, appends, strict=True):
+        report.add(f"append_node_message at {count:,} messages", result)
+    report.note(
+        f"append at {APPEND_COUNTS[-1]:,} / at {APPEND_COUNTS[0]:,} messages",
+        f"{appends[-1][0] / appends[0][0]:.2f}x",
+    )
+    for count in APPEND_COUNTS:
+        bench.compare(
+            report,
+            f"get_node_state of {count:,} messages",
+            functools.partial(store.get_node_state, run.id, f"log-{count}"),
+            q.GET_NODE_STATE.any_project,
+            {"run_id": run.id, "node_id": f"log-{count}", "project_id": None},
+        )
 
 
 def measure_memory(report: Report, store: WorkflowStore) -> None:
@@ -529,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         some_run = measure_reads(report, bench, graphs, args.runs)
         wide_run = measure_node_states(report, bench)
         measure_writes(report, bench, graphs[1], some_run, wide_run)
+        measure_appends(report, bench, wide_run)
         measure_memory(report, store)
         if not args.scale:
             size = _size(store.count_runs())

@@ -59,7 +59,8 @@ def test_text_round_trips_unchanged(
     )
     state = store.set_node_state(run.id, node, messages=messages, error=error)
     assert (state.messages, state.error) == (messages, error)
-    assert store.append_node_message(run.id, node, message).messages == [*messages, message]
+    assert store.append_node_message(run.id, node, message).messages == [message]
+    assert present(store.get_node_state(run.id, node)).messages == [*messages, message]
     assert [s.node_id for s in store.list_node_states(run.id)] == [node]
     assert store.list_runs(project_id=project_id) == [store.get_run(run.id)]
 

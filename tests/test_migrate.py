@@ -123,6 +123,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (2, "service_data", "applied", True),
         (3, "run_lifecycle", "applied", True),
         (4, "run_leases", "applied", True),
+        (5, "node_messages", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -482,12 +483,13 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2, 3, 4]
+        assert upgrade(db) == [2, 3, 4, 5]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [
-            (*row, None)
-            for row in before.pop("workflow_node_states")  # plus updated_at, NULL
+            # plus updated_at (NULL), and schema 5's appended (0), appended_message (NULL), messages_bytes
+            (*row, None, 0, None, len(next(str(v) for v in row if str(v).startswith("["))))
+            for row in before.pop("workflow_node_states")
         ]
         assert after.pop("workflow_runs") == [
             (*row, None, None, None, None)

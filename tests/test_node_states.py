@@ -92,9 +92,43 @@ def test_reentering_running_resets_timestamps(store: WorkflowStore, run_id: str)
 def test_append_node_message(store: WorkflowStore, run_id: str) -> None:
     store.set_node_state(run_id, "a", messages=["one"])
     state = store.append_node_message(run_id, "a", "two")
-    assert state.messages == ["one", "two"]
+    assert state.messages == ["two"]  # the message appended: reading the list back would be O(n)
+    store.append_node_message(run_id, "a", "three")
+    assert present(store.get_node_state(run_id, "a")).messages == ["one", "two", "three"]
     fresh = store.append_node_message(run_id, "new-node", "first")
     assert fresh.status is WorkflowNodeStatus.PENDING and fresh.messages == ["first"]
+    assert present(store.get_node_state(run_id, "new-node")).messages == ["first"]
+
+
+def test_messages_given_replace_the_appended_ones_too(store: WorkflowStore, run_id: str) -> None:
+    for line in ("a1", "a2"):
+        store.append_node_message(run_id, "a", line)
+    assert store.set_node_state(run_id, "a", messages=["fresh"]).messages == ["fresh"]
+    assert present(store.get_node_state(run_id, "a")).messages == ["fresh"]
+    store.append_node_message(run_id, "a", "after")
+    assert store.set_node_state(run_id, "a", progress=0.5).messages == ["fresh", "after"]
+    summary = present(store.run_summary(run_id))
+    assert [node.messages for node in summary.nodes if node.node_id == "a"] == [["fresh", "after"]]
+    assert [s.messages for s in store.list_node_states(run_id) if s.node_id == "a"] == [["fresh", "after"]]
+
+
+def test_an_append_costs_the_same_at_any_count(store: WorkflowStore, run_id: str) -> None:
+    """Each append writes one message row: the node state's own row stays the size it was."""
+    store.append_node_message(run_id, "a", "first")
+    with store.db.reading() as session:
+        before = session.one("SELECT length(CAST(messages_json AS text)), appended FROM workflow_node_states "
+                             "WHERE run_id = :r AND node_id = 'a'", {"r": run_id})  # fmt: skip
+    for index in range(300):
+        store.append_node_message(run_id, "a", f"line {index}")
+    with store.db.reading() as session:
+        after = session.one("SELECT length(CAST(messages_json AS text)), appended FROM workflow_node_states "
+                            "WHERE run_id = :r AND node_id = 'a'", {"r": run_id})  # fmt: skip
+        rows = session.one("SELECT count(*) FROM workflow_node_messages WHERE run_id = :r", {"r": run_id})
+    assert before is not None and after is not None and rows is not None
+    assert (before[0], after[0], after[1], rows[0]) == (before[0], before[0], 301, 301)
+    assert present(store.get_node_state(run_id, "a")).messages == ["first"] + [
+        f"line {i}" for i in range(300)
+    ]
 
 
 def test_append_node_message_respects_size_cap(make_store: MakeStore, run_id: str) -> None:

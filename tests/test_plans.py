@@ -15,6 +15,7 @@ from conftest import DIALECTS, PostgresServer, require_pg
 
 from workflow_db import WorkflowGraph, WorkflowStore, connect
 from workflow_db import queries as q
+from workflow_db.dialects import DialectSQL
 from workflow_db.migrate import upgrade
 from workflow_db.models import utc_now
 
@@ -85,6 +86,11 @@ def planned(
             store.create_graph(WorkflowGraph(f"proj_{project}", "g", nodes, id=f"graph-{project}"))
         with db.writing() as session:
             session.run(LOAD_RUNS[dialect], {"runs": RUNS})  # the trigger adds 2 node states a run
+        for index in range(2_000):  # log lines appended to a few hundred nodes, as executors do
+            store.append_node_message(
+                f"run-{index % 300:06d}", f"n{index % NODES_PER_GRAPH}", f"line {index}"
+            )
+        with db.writing() as session:
             session.script("ANALYZE")
         yield store
     if server is not None:
@@ -98,7 +104,7 @@ def recorded_sql(store: WorkflowStore, call: Callable[[], object]) -> tuple[str,
     original = db._read
 
     def spy(sql: Any, params: Any, fetch: Any) -> Any:
-        seen.append((sql, params))
+        seen.append((getattr(sql, db.dialect) if isinstance(sql, DialectSQL) else sql, params))
         return original(sql, params, fetch)
 
     db._read = spy  # type: ignore[method-assign]
@@ -197,7 +203,9 @@ def test_list_query_uses_its_index(planned: WorkflowStore, case: str) -> None:
     text = "\n".join(plan)
     assert any(index in line for line in plan for index in indexes), text
     if planned.db.dialect == "sqlite":
-        assert not any(line.startswith("SCAN") and "INDEX" not in line for line in plan), text
+        # No table read whole ("SCAN (subquery-N)" walks a subquery's own few rows: the appended messages).
+        table_scans = [line for line in plan if line.startswith("SCAN") and "INDEX" not in line]
+        assert not [line for line in table_scans if not line.startswith("SCAN (subquery")], text
         sorts = [line for line in plan if "TEMP B-TREE" in line]
     else:
         assert not any(line.startswith("Seq Scan") for line in plan), text

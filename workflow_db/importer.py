@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 
 from . import cli
 from . import queries as q
-from .dialects import Database, Session
+from .dialects import Database, DialectSQL, Session
+from .dialects.base import SQL
 from .errors import (
     ConflictError,
     IntegrityError,
@@ -446,14 +447,15 @@ class _Writer:
             )
 
     def _stored(
-        self, session: Session, sql: str, ids: Iterable[str], decode: Callable[[Any], Any]
+        self, session: Session, sql: SQL, ids: Iterable[str], decode: Callable[[Any], Any]
     ) -> list[Any]:
         keys = sorted(ids)
         records = []
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             names = [f"id_{index}" for index in range(len(chunk))]
-            text = sql.format(ids=", ".join(f":{name}" for name in names))
+            template = getattr(sql, session.database.dialect) if isinstance(sql, DialectSQL) else sql
+            text = template.format(ids=", ".join(f":{name}" for name in names))
             records += [decode(row) for row in session.all(text, dict(zip(names, chunk, strict=True)))]
         return records
 

@@ -215,6 +215,56 @@ PRUNE_RUNS_OF_PROJECT = PRUNE_RUNS.format(project=" AND project_id = :project_id
 # -- node states ----------------------------------------------------------------------
 
 NODE_COLUMNS = "run_id, node_id, status, progress, messages_json, started_at, completed_at, error"
+"""A node state's columns, in the order rows.py reads them (``messages_json``: see NODE_MESSAGES)."""
+
+# A node's messages (schema 5): the list set_node_state wrote (messages_json),
+# then the messages appended since, one row each (workflow_node_messages, in
+# seq order): an append writes one small row whatever the count. A node with
+# nothing appended (most) is read from its column alone.
+NODE_MESSAGES = DialectSQL(
+    sqlite="""CASE WHEN {ns}.appended = 0 THEN {ns}.messages_json ELSE (
+        SELECT json_group_array(m) FROM (
+            SELECT value AS m FROM json_each({ns}.messages_json)
+            UNION ALL
+            SELECT message FROM (
+                SELECT message FROM workflow_node_messages AS nm
+                WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id ORDER BY nm.seq))) END""",
+    postgresql="""CASE WHEN {ns}.appended = 0 THEN {ns}.messages_json ELSE (
+        SELECT json_agg(x.m ORDER BY x.part, x.k) FROM (
+            SELECT e.value AS m, 0 AS part, e.ordinality AS k
+            FROM json_array_elements_text({ns}.messages_json) WITH ORDINALITY AS e
+            UNION ALL
+            SELECT nm.message, 1, nm.seq FROM workflow_node_messages AS nm
+            WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id) AS x) END""",
+)
+
+
+def _node_columns(dialect: str, ns: str = "ns") -> str:
+    """NODE_COLUMNS of the node-state table called ``ns`` in the statement, the messages read whole.
+
+    SQLite's RETURNING knows the table by its name only, not by its alias.
+    """
+    messages = getattr(NODE_MESSAGES, dialect).replace("{ns}", ns)
+    return ", ".join(
+        messages if column == "messages_json" else f"{ns}.{column}"
+        for column in (name.strip() for name in NODE_COLUMNS.split(","))
+    )
+
+
+def _with_node_columns(template: str) -> DialectSQL:
+    """``template`` with ``{node_columns}`` filled for each dialect."""
+    return DialectSQL(
+        *(template.replace("{node_columns}", _node_columns(dialect)) for dialect in ("sqlite", "postgresql"))
+    )
+
+
+def _scoped_node_read(template: str, scope: str) -> Scoped[DialectSQL]:
+    """``template``'s two scopes (``{scope}``), each with its node columns for each dialect."""
+    unscoped, scoped = (
+        template.format(scope=filled, node_columns="{node_columns}") for filled in ("", scope)
+    )
+    return Scoped(_with_node_columns(unscoped), _with_node_columns(scoped))
+
 
 # The status a node state takes on update: the one forced by the caller (a
 # status, or FAILED for an error), else RUNNING if progress arrives while PENDING.
@@ -240,7 +290,9 @@ def _node_write(template: str, **dialect_parts: dict[str, str]) -> Scoped[Dialec
     def text(dialect: str, scope: str) -> str:
         lock = " FOR NO KEY UPDATE OF r" if dialect == "postgresql" else ""
         parts = dialect_parts.get(dialect, {})
-        return template.format(run=_NODE_RUN.format(scope=scope, lock=lock), **parts)
+        filled = template.format(run=_NODE_RUN.format(scope=scope, lock=lock), **parts)
+        table = "workflow_node_states" if dialect == "sqlite" else "ns"
+        return filled.replace("{node_columns}", _node_columns(dialect, table))
 
     return Scoped(
         *(
@@ -250,18 +302,23 @@ def _node_write(template: str, **dialect_parts: dict[str, str]) -> Scoped[Dialec
     )
 
 
+# Messages given replace the list: messages_json holds it whole and the rows
+# appended before are deleted (schema 5's trigger, when ``appended`` drops to 0).
 SET_NODE_STATE = _node_write(
     f"""
     INSERT INTO workflow_node_states AS ns
         (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
-         updated_at)
+         updated_at, messages_bytes)
     SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
-           :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now{{run}}
+           :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now,
+           :insert_messages_bytes{{run}}
     ON CONFLICT (run_id, node_id) DO UPDATE SET
         updated_at = :now,
         status = {_NEW_NODE_STATUS},
         progress = COALESCE(:progress, ns.progress),
         messages_json = COALESCE(:messages_json, ns.messages_json),
+        messages_bytes = COALESCE(:messages_bytes, ns.messages_bytes),
+        appended = CASE WHEN :messages_bytes IS NULL THEN ns.appended ELSE 0 END,
         error = COALESCE(:error, ns.error),
         started_at = CASE WHEN {_ENTERS_RUNNING} THEN :now ELSE ns.started_at END,
         completed_at = CASE
@@ -269,36 +326,39 @@ SET_NODE_STATE = _node_write(
             WHEN {_NEW_NODE_STATUS} IN {TERMINAL_NODE_SQL} AND {_NEW_NODE_STATUS} <> ns.status
                 THEN :now
             ELSE ns.completed_at END
-    RETURNING {NODE_COLUMNS}"""
+    RETURNING {{{{node_columns}}}}"""
 )
 
-# Appends inside the database, so concurrent appends all survive; the WHERE
-# keeps the list within max_json_bytes (no row back, for a run that is there,
-# means it would not fit).
+# An append writes the node state's counters and one row of workflow_node_messages
+# (schema 5's trigger copies appended_message there as message number ``appended``):
+# constant time, whatever the count. Concurrent appends all survive (the row lock
+# orders them). The WHERE keeps the whole list within max_json_bytes (no row back,
+# for a run that is there, means it would not fit). It returns the state with the
+# appended message alone as its messages: reading the list back would be O(n).
 APPEND_NODE_MESSAGE = _node_write(
     f"""
-    INSERT INTO workflow_node_states AS ns (run_id, node_id, position, status, messages_json, updated_at)
-    SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', :messages_json, :now{{run}}
-    ON CONFLICT (run_id, node_id) DO UPDATE SET messages_json = {{append}}, updated_at = :now
-    WHERE {{size}} + :added_bytes <= :max_bytes
-    RETURNING {NODE_COLUMNS}""",
-    sqlite={
-        "append": "json_insert(ns.messages_json, '$[#]', :message)",
-        "size": "length(CAST(ns.messages_json AS BLOB))",
-    },
-    postgresql={
-        "append": "(ns.messages_json::jsonb || jsonb_build_array(CAST(:message AS text)))::json",
-        "size": "octet_length(ns.messages_json::text)",
-    },
+    INSERT INTO workflow_node_states AS ns
+        (run_id, node_id, position, status, messages_json, updated_at, appended, appended_message,
+         messages_bytes)
+    SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', '[]', :now, 1, :message,
+           2 + :added_bytes{{run}}
+    ON CONFLICT (run_id, node_id) DO UPDATE SET
+        appended = ns.appended + 1,
+        appended_message = :message,
+        messages_bytes = ns.messages_bytes + :added_bytes,
+        updated_at = :now
+    WHERE ns.messages_bytes + :added_bytes <= :max_bytes
+    RETURNING run_id, node_id, status, progress, :messages_json, started_at, completed_at, error"""
 )
 
-GET_NODE_STATE = Scoped.of(
-    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id AND node_id = :node_id{{scope}}",
+GET_NODE_STATE = _scoped_node_read(
+    "SELECT {node_columns} FROM workflow_node_states AS ns "
+    "WHERE ns.run_id = :run_id AND ns.node_id = :node_id{scope}",
     RUN_IN_PROJECT,
 )
-LIST_NODE_STATES = Scoped.of(
-    f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id = :run_id{{scope}} "
-    "ORDER BY position, node_id",
+LIST_NODE_STATES = _scoped_node_read(
+    "SELECT {node_columns} FROM workflow_node_states AS ns WHERE ns.run_id = :run_id{scope} "
+    "ORDER BY ns.position, ns.node_id",
     RUN_IN_PROJECT,
 )
 
@@ -354,9 +414,9 @@ def _prefixed(alias: str, columns: str) -> str:
 
 # The run and its node states in one round trip: one row per node state (a
 # run without any still gives one row, its node columns NULL), in node order.
-RUN_SUMMARY = Scoped.of(
+RUN_SUMMARY = _scoped_node_read(
     f"""
-    SELECT {_prefixed("r", RUN_COLUMNS)}, {_prefixed("ns", NODE_COLUMNS)}
+    SELECT {_prefixed("r", RUN_COLUMNS)}, {{node_columns}}
     FROM workflow_runs AS r LEFT JOIN workflow_node_states AS ns ON ns.run_id = r.id
     WHERE r.id = :id{{scope}}
     ORDER BY ns.position, ns.node_id""",
@@ -475,22 +535,25 @@ IMPORT_RUNS = DialectSQL(
 _IMPORT_NODE_STATES_CONFLICT = """
     ON CONFLICT (run_id, node_id) DO UPDATE SET
         status = excluded.status, progress = excluded.progress,
-        messages_json = excluded.messages_json, started_at = excluded.started_at,
-        completed_at = excluded.completed_at, error = excluded.error"""
+        messages_json = excluded.messages_json, messages_bytes = excluded.messages_bytes, appended = 0,
+        started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error"""
 IMPORT_NODE_STATES = DialectSQL(
     sqlite=f"""
         INSERT INTO workflow_node_states AS ns
-            (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
+            (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
+             messages_bytes)
         SELECT r.value ->> '$.run_id', r.value ->> '$.node_id', {OUTSIDE_GRAPH_POSITION},
                r.value ->> '$.status', r.value ->> '$.progress', r.value -> '$.messages',
-               r.value ->> '$.started_at', r.value ->> '$.completed_at', r.value ->> '$.error'
+               r.value ->> '$.started_at', r.value ->> '$.completed_at', r.value ->> '$.error',
+               length(CAST(r.value -> '$.messages' AS BLOB))
         FROM json_each(:rows) AS r
         WHERE true{_IMPORT_NODE_STATES_CONFLICT}""",
     postgresql=f"""
         INSERT INTO workflow_node_states AS ns
-            (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error)
+            (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
+             messages_bytes)
         SELECT r.run_id, r.node_id, {OUTSIDE_GRAPH_POSITION}, r.status, r.progress, r.messages,
-               r.started_at, r.completed_at, r.error
+               r.started_at, r.completed_at, r.error, octet_length(r.messages::text)
         FROM json_to_recordset(:rows) AS r (
                  run_id text, node_id text, status text, progress double precision, messages json,
                  started_at timestamptz, completed_at timestamptz, error text)
@@ -499,4 +562,6 @@ IMPORT_NODE_STATES = DialectSQL(
 
 STORED_GRAPHS = f"SELECT {GRAPH_COLUMNS} FROM workflow_graphs WHERE id IN ({{ids}})"
 STORED_RUNS = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id IN ({{ids}})"
-STORED_NODE_STATES = f"SELECT {NODE_COLUMNS} FROM workflow_node_states WHERE run_id IN ({{ids}})"
+STORED_NODE_STATES = _with_node_columns(
+    "SELECT {node_columns} FROM workflow_node_states AS ns WHERE ns.run_id IN ({ids})"
+)

@@ -460,11 +460,11 @@ class WorkflowStore(RunLifecycle, RunLeases):
         node_id = check_id("node_id", node_id)
         given_status = to_status(WorkflowNodeStatus, status) if status is not None else None
         checked_progress = check_progress(progress) if progress is not None else None
-        messages_json = (
-            self.db.encode_json(self._json.encode("messages", check_messages(messages)))
-            if messages is not None
-            else None
+        messages_text = (
+            self._json.encode("messages", check_messages(messages)) if messages is not None else None
         )
+        messages_bytes = len(messages_text.encode("utf-8")) if messages_text is not None else None
+        messages_json = self.db.encode_json(messages_text) if messages_text is not None else None
         error = check_text("error", error, optional=True)
         forced = given_status or (WorkflowNodeStatus.FAILED if error is not None else None)
         insert_status = forced or (
@@ -478,11 +478,13 @@ class WorkflowStore(RunLifecycle, RunLeases):
             "promote": forced is None and checked_progress is not None,
             "progress": checked_progress,
             "messages_json": messages_json,
+            "messages_bytes": messages_bytes,
             "error": error,
             "now": now,
             "insert_status": insert_status.value,
             "insert_progress": checked_progress or 0.0,
             "insert_messages_json": messages_json or self.db.encode_json("[]"),
+            "insert_messages_bytes": messages_bytes or 2,
             "insert_started_at": now if insert_status is WorkflowNodeStatus.RUNNING else None,
             "insert_completed_at": now if insert_status in TERMINAL_NODE_STATUSES else None,
         }
@@ -495,10 +497,12 @@ class WorkflowStore(RunLifecycle, RunLeases):
     ) -> WorkflowNodeState:
         """Append ``message`` to a node's messages atomically (concurrent appends all survive).
 
-        A node with no state yet gets one (PENDING); the run's ``updated_at``
-        moves forward (a heartbeat). Raises IntegrityError for an unknown run
-        (or one of another project than ``project_id``), ValidationError if
-        the list would outgrow max_json_bytes.
+        Constant time whatever the count: the state returned has the appended
+        message alone as its ``messages`` (``get_node_state`` reads the whole
+        list). A node with no state yet gets one (PENDING); the run's
+        ``updated_at`` moves forward (a heartbeat). Raises IntegrityError for an
+        unknown run (or one of another project than ``project_id``),
+        ValidationError if the list would outgrow max_json_bytes.
         """
         node_id = check_id("node_id", node_id)
         message = str(check_text("message", message))
@@ -561,7 +565,7 @@ class WorkflowStore(RunLifecycle, RunLeases):
     def _json_param(self, field: str, value: Any) -> Any:
         return None if value is None else self.db.encode_json(self._json.encode(field, value))
 
-    def _get(self, sql: str, params: Mapping[str, Any], build: Callable[[Row], Record]) -> Record | None:
+    def _get(self, sql: SQL, params: Mapping[str, Any], build: Callable[[Row], Record]) -> Record | None:
         row = self.db.read(sql, params, fetch_one)
         return None if row is None else build(row)
 
