@@ -41,6 +41,7 @@ import bench_async
 from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
 from workflow_db.dialects.base import SQL
+from workflow_db.dialects.sqlite import SQL_FUNCTIONS
 from workflow_db.migrate import upgrade
 
 PROJECTS = 100
@@ -83,7 +84,11 @@ class BareDriver:
     def __init__(self, db: Database, url: str) -> None:
         self.db = db
         if db.dialect == "sqlite":
-            self.connection: Any = sqlite3.connect(url.partition(":///")[2], check_same_thread=False)
+            self.connection: Any = sqlite3.connect(
+                url.partition(":///")[2], check_same_thread=False, isolation_level=None
+            )
+            for name, arguments, function in SQL_FUNCTIONS:  # what our SQL calls, as the adapter defines it
+                self.connection.create_function(name, arguments, function)
         else:
             import psycopg
 
@@ -92,6 +97,18 @@ class BareDriver:
     def fetch(self, sql: SQL, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run ``sql`` (with ``:name`` placeholders) and fetch every row."""
         return list(self.connection.execute(self.db.prepare(sql), params).fetchall())
+
+    def transaction(self, statements: list[tuple[str, Any]]) -> None:
+        """Run already prepared statements between BEGIN and COMMIT, fetching each one's rows."""
+        if self.db.dialect == "sqlite":
+            self.connection.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                self.connection.execute(sql, params).fetchall()
+            self.connection.execute("COMMIT")
+            return
+        with self.connection.transaction():
+            for sql, params in statements:
+                self.connection.execute(sql, params).fetchall()
 
     def close(self) -> None:
         """Close the connection."""
@@ -354,6 +371,45 @@ def measure_writes(
     report.note("100 threads x 10 create_run", f"{1000 / (time.perf_counter() - started):,.0f} runs/s")
 
 
+UNIT_NODES = 10
+
+
+def measure_unit_of_work(report: Report, bench: Bench, graph: WorkflowGraph) -> None:
+    """create_run + 10 set_node_state + update_run_status: in store.transaction(), as 12 calls,
+    and as the same 12 statements between a bare BEGIN and COMMIT."""
+    store = bench.store
+
+    def calls() -> None:
+        run = store.create_run(graph.id, {"unit": True})
+        for index in range(UNIT_NODES):
+            store.set_node_state(run.id, f"n{index}", status="completed", progress=1.0)
+        store.update_run_status(run.id, "completed")
+
+    def in_transaction() -> None:
+        with store.transaction():
+            calls()
+
+    with bench_async.recorded_write(store.db) as statements:
+        in_transaction()
+    fresh_ids = (f"unit-{n}" for n in itertools.count())
+
+    def bare() -> None:
+        run_id = next(fresh_ids)
+        bench.bare.transaction(
+            [(sql, {**params, "id": run_id} if "id" in params else {**params, "run_id": run_id})
+             for sql, params in statements]
+        )  # fmt: skip
+
+    results = timed(in_transaction, calls, bare, repeat=bench.repeat * 2)
+    for name, result in zip(
+        ("in store.transaction()", "as 12 calls", "bare BEGIN ... COMMIT"), results, strict=True
+    ):
+        report.add(f"unit of work (create_run + {UNIT_NODES} set_node_state + status) {name}", result)
+    report.note(
+        "unit of work: store.transaction() / bare BEGIN ... COMMIT", f"{results[0][0] / results[2][0]:.2f}x"
+    )
+
+
 APPEND_COUNTS = (10, 1_000, 10_000)
 
 
@@ -567,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         wide_run = measure_node_states(report, bench)
         measure_writes(report, bench, graphs[1], some_run, wide_run)
         measure_appends(report, bench, wide_run)
+        measure_unit_of_work(report, bench, graphs[2])
         measure_memory(report, store)
         if not args.scale:
             size = _size(store.count_runs())

@@ -116,12 +116,16 @@ class Session(ABC):
             try:
                 yield self
             except BaseException:
-                self.script(f"ROLLBACK TO SAVEPOINT {name}")
-                self.script(f"RELEASE SAVEPOINT {name}")
+                self._undo(name)
                 raise
             self.script(f"RELEASE SAVEPOINT {name}")
         finally:
             self._savepoints -= 1
+
+    def _undo(self, savepoint: str) -> None:
+        """Undo everything since ``savepoint`` and forget it."""
+        self.script(f"ROLLBACK TO SAVEPOINT {savepoint}")
+        self.script(f"RELEASE SAVEPOINT {savepoint}")
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Self]:

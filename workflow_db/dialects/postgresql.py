@@ -14,6 +14,7 @@ lazily, so SQLite users never load it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -31,7 +32,7 @@ from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
 from ..queries import BOUNDED_LOCK_WAIT
-from .base import SQL, Database, Dialect, Fetch, Params, Session, T
+from .base import SQL, Database, Dialect, Fetch, Params, Session, T, fetch_rowcount
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,37 @@ def _to_pyformat(match: re.Match[str]) -> str:
 
 
 class PostgresSession(Session):
-    """A session on one pooled psycopg connection (autocommit mode)."""
+    """A session on one pooled psycopg connection (autocommit mode).
+
+    A write transaction's session runs in psycopg's pipeline mode: a store
+    call's ``SAVEPOINT``, its statement and the ``RELEASE`` of the call before
+    go out together, and only reading a result waits for the server. So each
+    call in a transaction costs one round trip, as outside one, and still
+    undoes itself alone when it fails.
+    """
+
+    def __init__(self, database: Database, connection: Any, pipeline: psycopg.Pipeline | None = None) -> None:
+        super().__init__(database, connection)
+        self.pipeline = pipeline
+
+    def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Run ``sql`` and return ``fetch(cursor)``; a row count in a pipeline waits for its result."""
+        database = self.database
+        try:
+            cursor = self.connection.execute(database.prepare(sql), params)
+            if fetch is fetch_rowcount and self.pipeline is not None:
+                self.pipeline.sync()
+            return fetch(cursor)
+        except database.driver_errors as exc:
+            raise database.translate(exc) from exc
+
+    def _undo(self, savepoint: str) -> None:
+        if self.pipeline is not None:
+            # A failed statement leaves the pipeline aborted until a sync point; what
+            # the sync reports again is the error being undone.
+            with contextlib.suppress(psycopg.Error):
+                self.pipeline.sync()
+        super()._undo(savepoint)
 
     @contextmanager
     def transaction(self) -> Iterator[Self]:
@@ -302,7 +333,12 @@ class PostgresDatabase(PostgresDialect, Database):
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
-        with self._borrow() as connection, PostgresSession(self, connection).transaction() as session:
+        with (
+            self._borrow() as connection,
+            self.translated_errors(),
+            connection.pipeline() as pipeline,
+            PostgresSession(self, connection, pipeline).transaction() as session,
+        ):
             yield session
 
     @contextmanager

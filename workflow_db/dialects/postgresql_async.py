@@ -10,6 +10,8 @@ so the pool gets it back clean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +23,8 @@ import psycopg_pool
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
 from .postgresql import PostgresDialect
+
+logger = logging.getLogger(__name__)
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -44,27 +48,58 @@ _ASYNC_FETCH: dict[Callable[[Any], Any], Callable[[psycopg.AsyncCursor[Any]], Aw
 
 
 class AsyncPostgresSession(AsyncSession):
-    """A session on one pooled async psycopg connection (autocommit mode)."""
+    """A session on one pooled async psycopg connection (autocommit mode).
 
-    def __init__(self, database: AsyncPostgresDatabase, connection: psycopg.AsyncConnection[Any]) -> None:
+    As in the sync dialect, a write transaction runs in pipeline mode: one
+    round trip a call, each call undone alone when it fails.
+    """
+
+    def __init__(
+        self,
+        database: AsyncPostgresDatabase,
+        connection: psycopg.AsyncConnection[Any],
+        pipeline: psycopg.AsyncPipeline | None = None,
+    ) -> None:
         self.database = database
         self.connection = connection
+        self.pipeline = pipeline
+        self._savepoints = 0
 
     async def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         """Run ``sql`` and return what ``fetch`` takes from its cursor; errors come out translated."""
         database = self.database
         try:
             cursor = await self.connection.execute(database.prepare(sql), params)
+            if fetch is fetch_rowcount and self.pipeline is not None:
+                await self.pipeline.sync()
             return cast(T, await _ASYNC_FETCH[fetch](cursor))
         except database.driver_errors as exc:
             raise database.translate(exc) from exc
 
+    async def _send(self, statement: str) -> None:
+        """Send a statement without placeholders; in a pipeline it goes out with the next one that waits."""
+        with self.database.translated_errors():
+            await self.connection.execute(statement)
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[Self]:
-        """psycopg's transaction block: ``BEGIN`` ... ``COMMIT`` at the top, a ``SAVEPOINT`` inside one."""
-        with self.database.translated_errors():
-            async with self.connection.transaction():
+        """A ``SAVEPOINT`` inside the task's transaction: on error only its own changes are undone."""
+        self._savepoints += 1
+        name = f"workflow_db_{self._savepoints}"
+        try:
+            await self._send(f"SAVEPOINT {name}")
+            try:
                 yield self
+            except BaseException:
+                if self.pipeline is not None:  # a failed statement left it aborted until a sync point
+                    with contextlib.suppress(psycopg.Error):
+                        await self.pipeline.sync()
+                await self._send(f"ROLLBACK TO SAVEPOINT {name}")
+                await self._send(f"RELEASE SAVEPOINT {name}")
+                raise
+            await self._send(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
 
 
 class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
@@ -147,11 +182,18 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
 
     @asynccontextmanager
     async def _write_session(self) -> AsyncIterator[AsyncSession]:
-        async with (
-            self._borrow() as connection,
-            AsyncPostgresSession(self, connection).savepoint() as session,
-        ):
-            yield session
+        async with self._borrow() as connection:
+            try:
+                async with connection.pipeline() as pipeline:
+                    with self.translated_errors():
+                        async with connection.transaction():
+                            yield AsyncPostgresSession(self, connection, pipeline)
+            finally:
+                if connection.pgconn.pipeline_status or connection.info.transaction_status:
+                    # A task cancelled inside the block can leave libpq in pipeline mode
+                    # (seen with psycopg 3.3): such a connection never goes back to the pool.
+                    logger.debug("discarding a connection a cancelled transaction left unclean")
+                    await connection.close()
 
     async def _close(self) -> None:
         await self._async_pool.close()

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import ClassVar, Self
@@ -50,6 +50,14 @@ def _now() -> str:
 def _seconds_from_now(seconds: float) -> str:
     """SQL function ``wf_seconds_from_now(s)``: ``wf_now()`` plus ``s`` seconds."""
     return utc_text(utc_now() + timedelta(seconds=seconds))
+
+
+SQL_FUNCTIONS: tuple[tuple[str, int, Callable[..., str]], ...] = (
+    ("wf_strictly_after", 2, _strictly_after),
+    ("wf_now", 0, _now),
+    ("wf_seconds_from_now", 1, _seconds_from_now),
+)
+"""The SQL functions the store's statements call, on every connection: (name, arguments, function)."""
 
 
 class SQLiteSession(Session):
@@ -122,9 +130,8 @@ class SQLiteDatabase(Database):
         connection.execute(f"PRAGMA synchronous = {self.synchronous}")
         if reader:
             connection.execute("PRAGMA query_only = ON")
-        connection.create_function("wf_strictly_after", 2, _strictly_after, deterministic=True)
-        connection.create_function("wf_now", 0, _now)
-        connection.create_function("wf_seconds_from_now", 1, _seconds_from_now)
+        for name, arguments, function in SQL_FUNCTIONS:
+            connection.create_function(name, arguments, function, deterministic=function is _strictly_after)
         return connection
 
     def _enable_wal(self) -> None:
