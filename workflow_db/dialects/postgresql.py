@@ -140,7 +140,7 @@ class PostgresDialect(Dialect):
         display_url: str,
         secrets: list[str],
         min_size: int = 1,
-        max_size: int = 4,
+        max_size: int = 8,
         timeout: float = 30.0,
         prepare_threshold: int | None = 5,
     ) -> None:
