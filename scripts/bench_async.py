@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=1.0, help="how long each workload runs a round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pool", type=int, default=8, help="connections in each PostgreSQL pool")
+    parser.add_argument("--pool", type=int, default=4, help="connections in each PostgreSQL pool")
     args = parser.parse_args(argv)
     lines = asyncio.run(
         measure(args.url, tasks=args.tasks, seconds=args.seconds, rounds=args.rounds, pool=args.pool)
