@@ -11,11 +11,13 @@ import asyncio
 import random
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import PostgresServer, require_pg
 from factories import another_connection_holding, graph_structure, present
+from pg_cluster import ThrowawayCluster
 
 from workflow_db import (
     AsyncWorkflowStore,
@@ -27,6 +29,7 @@ from workflow_db import (
     connect_async,
 )
 from workflow_db.dialects.sqlite_async import AsyncSQLiteDatabase
+from workflow_db.migrate import upgrade
 
 TASKS = 200
 
@@ -177,8 +180,6 @@ def test_cancelled_tasks_leave_whole_units_and_a_working_pool(db_url: str) -> No
 def test_sqlite_statements_never_run_on_the_event_loop(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'loop.db'}"
     with connect(url) as sync_db:
-        from workflow_db.migrate import upgrade
-
         upgrade(sync_db)
 
     async def body() -> None:
@@ -275,3 +276,36 @@ def test_a_killed_backend_is_unavailable_then_the_next_call_works(
         run(body)
     finally:
         server.drop_database(name)
+
+
+def test_a_stopped_server_is_unavailable_then_back(tmp_path: Path) -> None:
+    cluster = ThrowawayCluster.start(tmp_path)
+    if cluster is None:
+        require_pg(None)  # skips, or fails under CI=true
+        return
+
+    async def body(cluster: ThrowawayCluster) -> None:
+        with connect(cluster.url) as sync_db:
+            upgrade(sync_db)
+        async with connect_async(cluster.url, min_size=1, max_size=2, timeout=3) as db:
+            store = AsyncWorkflowStore(db)
+            run_ = await store.create_run((await _graph(store)).id)
+            cluster.stop()
+            with pytest.raises(
+                DatabaseUnavailableError, match=r"PostgreSQL at postgresql://postgres@127\.0\.0\.1"
+            ):
+                await store.get_run(run_.id)
+            with pytest.raises(DatabaseUnavailableError):
+                async with store.transaction():
+                    await store.update_run_status(run_.id, "running")
+            cluster.resume()
+            db.timeout = 15.0  # the pool reconnects with backoff: wait long enough for it
+            assert await store.get_run(run_.id) == run_  # the same database object works again
+            assert (
+                present(await store.update_run_status(run_.id, "running")).status is WorkflowRunStatus.RUNNING
+            )
+
+    try:
+        run(body, cluster)
+    finally:
+        cluster.remove()

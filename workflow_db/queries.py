@@ -235,7 +235,8 @@ NODE_MESSAGES = DialectSQL(
             FROM json_array_elements_text({ns}.messages_json) WITH ORDINALITY AS e
             UNION ALL
             SELECT nm.message, 1, nm.seq FROM workflow_node_messages AS nm
-            WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id) AS x) END""",
+            WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id
+              AND nm.seq BETWEEN 1 AND {ns}.appended) AS x) END""",
 )
 
 
