@@ -118,9 +118,21 @@ class PostgresSession(Session):
 
     @contextmanager
     def transaction(self) -> Iterator[Self]:
-        """``BEGIN`` ... ``COMMIT`` through psycopg's transaction block."""
-        with self.database.translated_errors(), self.connection.transaction():
+        """``BEGIN`` ... ``COMMIT``; in a pipeline both are queued, and the pipeline's closing
+        sync brings COMMIT's outcome (one round trip fewer than psycopg's transaction block)."""
+        if self.pipeline is None:
+            with self.database.translated_errors(), self.connection.transaction():
+                yield self
+            return
+        self.script("BEGIN")
+        try:
             yield self
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                self.pipeline.sync()
+            self.script("ROLLBACK")
+            raise
+        self.script("COMMIT")
 
 
 class PostgresDialect(Dialect):

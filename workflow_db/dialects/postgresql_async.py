@@ -182,12 +182,21 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
 
     @asynccontextmanager
     async def _write_session(self) -> AsyncIterator[AsyncSession]:
+        """BEGIN ... COMMIT in pipeline mode: both queued, COMMIT's outcome comes with the closing sync."""
         async with self._borrow() as connection:
             try:
-                async with connection.pipeline() as pipeline:
-                    with self.translated_errors():
-                        async with connection.transaction():
-                            yield AsyncPostgresSession(self, connection, pipeline)
+                with self.translated_errors():
+                    async with connection.pipeline() as pipeline:
+                        session = AsyncPostgresSession(self, connection, pipeline)
+                        await session._send("BEGIN")
+                        try:
+                            yield session
+                        except BaseException:
+                            with contextlib.suppress(psycopg.Error):
+                                await pipeline.sync()
+                            await session._send("ROLLBACK")
+                            raise
+                        await session._send("COMMIT")
             finally:
                 if connection.pgconn.pipeline_status or connection.info.transaction_status:
                     # A task cancelled inside the block can leave libpq in pipeline mode
