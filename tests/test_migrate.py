@@ -14,7 +14,7 @@ from conftest import PostgresServer, require_pg
 from factories import SHIPPED_VERSIONS, graph_structure, present
 from schema_info import describe
 
-from workflow_db import Database, IntegrityError, MigrationError, WorkflowStore, connect
+from workflow_db import Database, IntegrityError, MigrationError, ValidationError, WorkflowStore, connect
 from workflow_db.importer import main as importer_main
 from workflow_db.migrate import checksum, main, migrations_directory, plan, status, upgrade
 
@@ -510,6 +510,12 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
         assert [s.node_id for s in store.list_node_states(run.id)] == ["a", "b", "c", "d"]
         assert store.set_node_state(run.id, "a", status="cancelled").completed_at is not None
         assert store.list_node_states("run-01")[0].messages == ["done", "ok"]
+        # Schema 5: messages written before it stay, and appends go after them (within the size cap).
+        store.append_node_message("run-01", "a", "appended")
+        assert present(store.get_node_state("run-01", "a")).messages == ["done", "ok", "appended"]
+        small = WorkflowStore(db, max_json_bytes=len('["done", "ok", "appended"]') + 4)
+        with pytest.raises(ValidationError, match="max_json_bytes"):
+            small.append_node_message("run-01", "a", "does not fit")
         with pytest.raises(IntegrityError):
             store.set_node_state("no_such_run", "a", progress=0.1)
         assert store.delete_graph("g", cascade=True)

@@ -201,6 +201,18 @@ class PostgresDialect(Dialect):
         )
 
     @staticmethod
+    def _left_unclean(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+        """After a write session: is the connection still in pipeline mode or in a transaction?
+
+        An interrupted block (a cancelled task, KeyboardInterrupt) can leave libpq in
+        pipeline mode (seen with psycopg 3.3); such a connection is closed, never pooled.
+        """
+        unclean = bool(connection.pgconn.pipeline_status or connection.info.transaction_status)
+        if unclean:
+            logger.debug("closing a connection an interrupted write session left unclean")
+        return unclean
+
+    @staticmethod
     def _needs_check(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
         """Whether a pooled connection must pay a round trip before it is lent.
 
@@ -345,13 +357,17 @@ class PostgresDatabase(PostgresDialect, Database):
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
-        with (
-            self._borrow() as connection,
-            self.translated_errors(),
-            connection.pipeline() as pipeline,
-            PostgresSession(self, connection, pipeline).transaction() as session,
-        ):
-            yield session
+        with self._borrow() as connection:
+            try:
+                with (
+                    self.translated_errors(),
+                    connection.pipeline() as pipeline,
+                    PostgresSession(self, connection, pipeline).transaction() as session,
+                ):
+                    yield session
+            finally:
+                if self._left_unclean(connection):
+                    connection.close()
 
     @contextmanager
     def migration_session(self, lock_timeout: float = 900.0) -> Iterator[Session]:

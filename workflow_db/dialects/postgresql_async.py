@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,8 +22,6 @@ import psycopg_pool
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
 from .postgresql import PostgresDialect
-
-logger = logging.getLogger(__name__)
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -198,10 +195,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                             raise
                         await session._send("COMMIT")
             finally:
-                if connection.pgconn.pipeline_status or connection.info.transaction_status:
-                    # A task cancelled inside the block can leave libpq in pipeline mode
-                    # (seen with psycopg 3.3): such a connection never goes back to the pool.
-                    logger.debug("discarding a connection a cancelled transaction left unclean")
+                if self._left_unclean(connection):
                     await connection.close()
 
     async def _close(self) -> None:
