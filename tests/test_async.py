@@ -28,7 +28,7 @@ from workflow_db import (
     connect,
     connect_async,
 )
-from workflow_db.dialects.sqlite_async import AsyncSQLiteDatabase
+from workflow_db.dialects.sqlite_async import TRANSACTION_THREADS, AsyncSQLiteDatabase
 from workflow_db.migrate import upgrade
 
 TASKS = 200
@@ -309,3 +309,27 @@ def test_a_stopped_server_is_unavailable_then_back(tmp_path: Path) -> None:
         run(body, cluster)
     finally:
         cluster.remove()
+
+
+def test_sqlite_transactions_share_a_bounded_set_of_threads(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+    with connect(url) as sync_db:
+        upgrade(sync_db)
+
+    async def body() -> None:
+        async with connect_async(url) as db:
+            assert isinstance(db, AsyncSQLiteDatabase)
+            store = AsyncWorkflowStore(db)
+            graph = await _graph(store)
+
+            async def unit(index: int) -> None:
+                async with store.transaction():
+                    await store.create_run(graph.id, id=f"b-{index}")
+
+            await asyncio.gather(*(unit(index) for index in range(50)))
+            assert await store.count_runs() == 50
+            for _ in range(TRANSACTION_THREADS):  # every slot back: every thread has put itself back
+                await db._thread_slots.acquire()
+            assert 1 <= len(db._idle_threads) <= TRANSACTION_THREADS
+
+    run(body)

@@ -2,14 +2,16 @@
 
 The stdlib ``sqlite3`` module blocks, so nothing of it runs on the event loop:
 
-* a read runs on one of a few reader threads, on the sync adapter's
-  ``query_only`` reader connections (WAL: never waiting for the writer);
+* a read runs on the reader thread, on the sync adapter's ``query_only``
+  reader connections (WAL: never waiting for the writer);
 * a write outside a transaction runs on the one writer thread, behind the
   sync adapter's writer lock (so threads and tasks of one process share it);
-* a transaction gets a thread of its own for its whole life: the writer lock
-  is taken by that thread and every statement of the block runs there, in
-  order. Its end (COMMIT or ROLLBACK, then the lock's release) is queued on
-  that thread and runs even when the task is cancelled while it waits.
+* a transaction gets a thread of its own for its whole life (at most
+  :data:`TRANSACTION_THREADS` at once; more transactions wait for one, at
+  most ``timeout``): the writer lock is taken by that thread and every
+  statement of the block runs there, in order. Its end (COMMIT or
+  ROLLBACK, then the lock's release) is queued on that thread and runs even
+  when the task is cancelled while it waits.
 
 A statement whose task is cancelled before its thread starts it never runs;
 one already running finishes (a single statement is atomic) and its result is
@@ -19,6 +21,7 @@ dropped. No statement ever runs on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
@@ -28,7 +31,7 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
 
-from ..errors import WorkflowDBError
+from ..errors import DatabaseUnavailableError, WorkflowDBError
 from .base import SQL, Fetch, Params, Session, T
 from .base_async import AsyncDatabase, AsyncSession
 from .sqlite import SQLiteDatabase
@@ -39,6 +42,10 @@ READER_THREADS = 1
 """Threads running reads outside transactions. One: on two cores it served 1.3-1.5x the reads of
 two threads with a third of the event-loop lag (scripts/bench_async.py), as the GIL, not SQLite,
 is what they wait for. WAL readers never wait for the writer or a transaction."""
+
+TRANSACTION_THREADS = 8
+"""Transactions holding a thread at once. They take the one writer lock in turn anyway: more
+threads would only wait for it; the tasks beyond these wait on the loop, without a thread."""
 
 R = TypeVar("R")
 
@@ -165,6 +172,12 @@ async def _on_thread(thread: _Workers, block: AbstractContextManager[R]) -> Asyn
     await thread.finish(block.__exit__, None, None, None)
 
 
+def _done_with(idle: list[_Workers], thread: _Workers, release: Callable[[], object]) -> None:
+    """On ``thread``, after its last step: back to the idle threads, and its slot freed."""
+    idle.append(thread)
+    release()
+
+
 def _leave_if_entered(block: AbstractContextManager[Any], entered: list[bool], exc: BaseException) -> None:
     if entered:
         block.__exit__(type(exc), exc, exc.__traceback__)
@@ -184,6 +197,7 @@ class AsyncSQLiteDatabase(AsyncDatabase):
         self._readers = _Workers(READER_THREADS)
         self._writer = _Workers()
         self._idle_threads: list[_Workers] = []
+        self._thread_slots = asyncio.Semaphore(TRANSACTION_THREADS)
 
     async def open(self) -> Self:
         """Open the file (waiting at most ``timeout`` for its lock), read the schema version."""
@@ -221,6 +235,13 @@ class AsyncSQLiteDatabase(AsyncDatabase):
     async def _session_on_thread(self, block: AbstractContextManager[Session]) -> AsyncIterator[AsyncSession]:
         """A sync session opened, used and closed on a thread of its own (taken from the idle ones)."""
         try:
+            await asyncio.wait_for(self._thread_slots.acquire(), self.timeout)
+        except TimeoutError:
+            raise DatabaseUnavailableError(
+                f"sqlite database {self._path!r} is locked: {TRANSACTION_THREADS} transactions of this "
+                f"process kept their threads past the timeout of {self.timeout:g} s"
+            ) from None
+        try:
             thread = self._idle_threads.pop()
         except IndexError:
             thread = _Workers()
@@ -228,7 +249,11 @@ class AsyncSQLiteDatabase(AsyncDatabase):
             async with _on_thread(thread, block) as session:
                 yield AsyncSQLiteSession(session, thread)
         finally:
-            thread.queue(self._idle_threads.append, thread)
+            # Free once the thread has run every step queued on it, even a cancelled task's.
+            release = functools.partial(
+                asyncio.get_running_loop().call_soon_threadsafe, self._thread_slots.release
+            )
+            thread.queue(_done_with, self._idle_threads, thread, release)
 
     # -- types, SQL and errors: the sync adapter's ----------------------------------------
 
