@@ -35,6 +35,7 @@ RENAMES = {
     "AsyncDatabase": "Database",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",
+    "connect_async": "connect",
     **{f"{name}_async": name for name in MODULES},
 }
 """Async names and their synchronous counterparts."""

@@ -25,6 +25,7 @@ from workflow_db import (
     MigrationError,
     WorkflowGraph,
     WorkflowRunStatus,
+    WorkflowStore,
     connect,
     connect_async,
 )
@@ -177,10 +178,28 @@ def test_cancelled_tasks_leave_whole_units_and_a_working_pool(db_url: str) -> No
     run(body)
 
 
-def test_sqlite_statements_never_run_on_the_event_loop(tmp_path: Any) -> None:
-    url = f"sqlite:///{tmp_path / 'loop.db'}"
+def _migrated_sqlite(path: Path) -> str:
+    """The URL of a new SQLite file at ``path`` with every migration applied."""
+    url = f"sqlite:///{path}"
     with connect(url) as sync_db:
         upgrade(sync_db)
+    return url
+
+
+def test_each_store_refuses_the_other_kind_of_database(db_url: str) -> None:
+    async def body() -> None:
+        async with connect_async(db_url) as async_db:
+            with pytest.raises(TypeError, match=r"^WorkflowStore needs the database connect\(\) returns"):
+                WorkflowStore(async_db)  # type: ignore[arg-type]
+        refused = pytest.raises(TypeError, match=r"AsyncWorkflowStore needs the database connect_async\(\)")
+        with connect(db_url) as sync_db, refused:
+            AsyncWorkflowStore(sync_db)  # type: ignore[arg-type]
+
+    run(body)
+
+
+def test_sqlite_statements_never_run_on_the_event_loop(tmp_path: Path) -> None:
+    url = _migrated_sqlite(tmp_path / "loop.db")
 
     async def body() -> None:
         async with connect_async(url) as db:
@@ -312,9 +331,7 @@ def test_a_stopped_server_is_unavailable_then_back(tmp_path: Path) -> None:
 
 
 def test_sqlite_transactions_share_a_bounded_set_of_threads(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'threads.db'}"
-    with connect(url) as sync_db:
-        upgrade(sync_db)
+    url = _migrated_sqlite(tmp_path / "threads.db")
 
     async def body() -> None:
         async with connect_async(url) as db:

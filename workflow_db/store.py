@@ -81,10 +81,18 @@ class WorkflowStore(RunLifecycle, RunLeases):
     """
 
     def __init__(self, db: Database, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> None:
-        """Raises MigrationError, naming the command to run, on a database that is not migrated yet."""
+        """Raises MigrationError, naming the command to run, on a database that is not migrated yet.
+
+        TypeError for a database of the other kind (each store takes what its own
+        ``connect`` function returns).
+        """
         # Imported here: `python -m workflow_db.migrate` must not find its module already loaded.
         from .migrate import require_current
 
+        if not isinstance(db, Database):
+            raise TypeError(
+                f"{type(self).__name__} needs the database connect() returns, got {type(db).__name__}"
+            )
         self._json = JsonCodec(max_json_bytes)
         require_current(db)
         self.db = db
