@@ -25,13 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "workflow_db"
 
-MODULES = ("store", "lifecycle", "leases")
+MODULES = ("store", "lifecycle", "leases", "feed")
 """The modules generated: ``<name>.py`` from ``<name>_async.py``."""
 
 RENAMES = {
     "AsyncWorkflowStore": "WorkflowStore",
     "AsyncRunLifecycle": "RunLifecycle",
     "AsyncRunLeases": "RunLeases",
+    "AsyncChangeFeed": "ChangeFeed",
     "AsyncDatabase": "Database",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",

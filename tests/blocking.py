@@ -89,6 +89,18 @@ class BlockingStore:
             return functools.partial(self._loop.call, attribute)
         return attribute
 
+    def watch(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """``async for`` over ``watch``, each step awaited in the calling thread's task."""
+        changes = self._store.watch(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._loop.call(changes.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.call(changes.aclose)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """``async with store.transaction()`` around the block, in the calling thread's task."""

@@ -13,7 +13,7 @@ from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
-SHIPPED_VERSIONS = [1, 2, 3, 4, 5]
+SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6]
 """The migrations sql/ ships, in order."""
 
 
@@ -34,6 +34,7 @@ def make_graph(
 
 
 TABLES = (
+    "workflow_changes",
     "workflow_node_messages",
     "workflow_node_states",
     "workflow_runs",

@@ -107,6 +107,10 @@ def test_both_dialects_have_the_same_schema(tmp_path: Path, pg_server: PostgresS
         sqlite_schema = describe(sqlite_db)
     with connect(server.url_for(server.template)) as pg_db:
         pg_schema = describe(pg_db)
+    # Schema 6's one difference by design: SQLite numbers changes as it writes (a counter
+    # table; seq never NULL), PostgreSQL once they committed (a sequence; seq NULL until then).
+    del sqlite_schema["workflow_change_counter"]
+    sqlite_schema["workflow_changes"]["not_null"].remove("seq")
     assert sqlite_schema == pg_schema
 
 
@@ -124,6 +128,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (3, "run_lifecycle", "applied", True),
         (4, "run_leases", "applied", True),
         (5, "node_messages", "applied", True),
+        (6, "change_feed", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -483,7 +488,7 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2, 3, 4, 5]
+        assert upgrade(db) == [2, 3, 4, 5, 6]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [
@@ -506,6 +511,17 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
                 assert session.one("PRAGMA foreign_keys") == (1,)  # turned on again after the file
         # And it behaves: new statuses, node states made by the trigger, cascades, foreign keys.
         store = WorkflowStore(db)
+        # Schema 6: what was stored is the start of the change feed, each run and node state once.
+        feed = store.list_changes()
+        assert [c.seq for c in feed] == sorted({c.seq for c in feed})
+        assert [(c.kind, c.run_id) for c in feed[:20]] == [("run", f"run-{n:02d}") for n in range(20)]
+        assert sorted(
+            (c.run_id, c.node_id, c.node_state.status.value) for c in feed[20:] if c.node_state
+        ) == [
+            (f"run-{n:02d}", node, "completed" if node == "a" else "pending")
+            for n in range(20)
+            for node in "abcd"
+        ]
         run = store.create_run("g", status="paused")
         assert [s.node_id for s in store.list_node_states(run.id)] == ["a", "b", "c", "d"]
         assert store.set_node_state(run.id, "a", status="cancelled").completed_at is not None

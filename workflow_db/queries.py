@@ -491,6 +491,49 @@ def claim_orphaned_runs(statuses: tuple[str, ...], scoped: bool) -> DialectSQL:
     return DialectSQL(sqlite=text(""), postgresql=text(" FOR UPDATE SKIP LOCKED"))
 
 
+# -- the change feed (workflow_db.feed) -------------------------------------------------
+# workflow_changes holds each run's ('' as node_id) and node state's latest
+# change (schema 6). PostgreSQL numbers pending changes (seq NULL) when the
+# feed is read: one reader at a time (the advisory lock, held to its commit,
+# in a statement of its own so the numbering's snapshot sees the previous
+# reader's commit), and only rows it can see, i.e. of committed transactions;
+# a row a writer holds is skipped and numbered after that writer commits.
+# Numbers grow in the order changes became visible: a reader resuming after
+# the last seq it saw misses none. SQLite numbers them as it writes.
+
+CHANGE_SEQUENCER_LOCK = 7_302_318_815_146_031_104
+"""The advisory lock key of the PostgreSQL change sequencer (the migration lock's differs)."""
+LOCK_CHANGE_SEQUENCER = f"SELECT pg_advisory_xact_lock({CHANGE_SEQUENCER_LOCK})"
+SEQUENCE_CHANGES = """
+    UPDATE workflow_changes SET seq = nextval('workflow_change_seq')
+    WHERE (run_id, node_id) IN (
+        SELECT run_id, node_id FROM workflow_changes WHERE seq IS NULL FOR UPDATE SKIP LOCKED)"""
+CHANGE_HEAD = "SELECT coalesce(max(seq), 0) FROM workflow_changes"
+"""The newest numbered change: every change numbered later has a larger seq."""
+
+_LIST_CHANGES = f"""
+    SELECT c.seq, c.project_id, c.run_id, c.node_id, {_prefixed("r", RUN_COLUMNS)}, {{node_columns}}
+    FROM workflow_changes AS c
+    LEFT JOIN workflow_runs AS r ON c.node_id = '' AND r.id = c.run_id
+    LEFT JOIN workflow_node_states AS ns
+        ON c.node_id <> '' AND ns.run_id = c.run_id AND ns.node_id = c.node_id
+    WHERE c.seq > :after{{filters}} AND (r.id IS NOT NULL OR ns.run_id IS NOT NULL)
+    ORDER BY c.seq LIMIT :limit"""
+
+
+@functools.cache
+def list_changes(by_project: bool, by_run: bool) -> DialectSQL:
+    """The feed's page for the filters given (project, run), built once each.
+
+    The run's and node state's columns follow the change's four (seq,
+    project_id, run_id, node_id); the other object's are NULL.
+    """
+    filters = (" AND c.project_id = :project_id" if by_project else "") + (
+        " AND c.run_id = :run_id" if by_run else ""
+    )
+    return _with_node_columns(_LIST_CHANGES.format(filters=filters, node_columns="{node_columns}"))
+
+
 # -- the importer's bulk statements (run with executemany) ------------------------
 
 IMPORT_PROJECT = """

@@ -115,7 +115,8 @@ node_states_from_rows = _node_states.many
 """The node states of ``NODE_COLUMNS`` rows, in order."""
 
 
-_RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
+RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
+"""How many columns a run has in a row (``queries.RUN_COLUMNS``)."""
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,12 @@ def run_summary_from_rows(rows: list[Row]) -> RunSummary | None:
     """The rows of ``queries.RUN_SUMMARY`` (the run's columns, then one node state's) as a summary."""
     if not rows:
         return None
-    nodes = node_states_from_rows([row[_RUN_WIDTH:] for row in rows if row[_RUN_WIDTH] is not None])
+    nodes = node_states_from_rows([row[RUN_WIDTH:] for row in rows if row[RUN_WIDTH] is not None])
     counts = dict.fromkeys(WorkflowNodeStatus, 0)
     for node in nodes:
         counts[node.status] += 1
     return RunSummary(
-        run=run_from_row(rows[0][:_RUN_WIDTH]),
+        run=run_from_row(rows[0][:RUN_WIDTH]),
         nodes=nodes,
         progress=sum(node.progress for node in nodes) / len(nodes) if nodes else 0.0,
         counts=MappingProxyType(counts),

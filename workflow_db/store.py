@@ -31,6 +31,7 @@ from .calls import (
 from .dialects import Database
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
+from .feed import ChangeFeed
 from .leases import RunLeases
 from .lifecycle import RunLifecycle
 from .models import (
@@ -71,7 +72,7 @@ from .rows import (
 Record = TypeVar("Record")
 
 
-class WorkflowStore(RunLifecycle, RunLeases):
+class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
     """Durable, project-scoped storage of workflow graphs, runs and node states.
 
     Each call is its own transaction unless it runs inside

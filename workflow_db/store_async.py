@@ -30,6 +30,7 @@ from .calls import (
 from .dialects import AsyncDatabase
 from .dialects.base import SQL, Row, fetch_all, fetch_one, fetch_rowcount
 from .errors import ConflictError, GraphInUseError, IntegrityError, ValidationError
+from .feed_async import AsyncChangeFeed
 from .leases_async import AsyncRunLeases
 from .lifecycle_async import AsyncRunLifecycle
 from .models import (
@@ -70,7 +71,7 @@ from .rows import (
 Record = TypeVar("Record")
 
 
-class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases):
+class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
     """Durable, project-scoped storage of workflow graphs, runs and node states.
 
     Each call is its own transaction unless it runs inside

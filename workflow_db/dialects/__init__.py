@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from .base import Database, DialectSQL, Session
+from .base import DEFAULT_POLL_INTERVAL, Database, DialectSQL, Session
 from .base_async import AsyncDatabase, AsyncSession
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ def connect(
     prepare_threshold: int | None = 5,
     synchronous: str = "NORMAL",
     create: bool = True,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    listen_url: str | None = None,
 ) -> Database:
     """Connect to the database at ``url`` (default: ``$WORKFLOW_DB_URL``, else ``sqlite:///workflow.db``).
 
@@ -93,6 +95,11 @@ def connect(
       connection; ``prepare_threshold=None`` disables prepared statements
       (needed behind PgBouncer in transaction mode; ``?prepare_threshold=none``
       in the URL does the same and wins over the argument).
+    * The change feed's watchers (``store.watch``): on PostgreSQL,
+      ``listen_url`` is a direct connection (never PgBouncer in transaction
+      mode) on which one ``LISTEN`` wakes them as changes commit; without it,
+      or while it is down, they look every ``poll_interval`` seconds, as they
+      always do on SQLite (where writes of this process wake them at once).
 
     Raises ValueError for an unknown scheme or a malformed URL (the message
     never contains the password) and DatabaseUnavailableError when the server
@@ -117,6 +124,8 @@ def connect_async(
     prepare_threshold: int | None = 5,
     synchronous: str = "NORMAL",
     create: bool = True,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    listen_url: str | None = None,
 ) -> OpeningDatabase:
     """:func:`connect` for asyncio: ``await connect_async(url)``, or ``async with connect_async(url) as db``.
 
@@ -162,22 +171,50 @@ def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
         url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
     if not isinstance(url, str):
         raise ValueError(f"database URL: expected a string, got {type(url).__name__}")
-    timeout = options["timeout"]
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    for name in ("timeout", "poll_interval"):
+        seconds = options[name]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"{name}: expected a positive number of seconds, got {seconds!r}")
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()
     if not separator:
         raise ValueError(
             "database URL has no scheme: expected sqlite:///path.db or postgresql://user@host/db"
         )
+    listen_url = options["listen_url"]
     if scheme == "sqlite":
-        sqlite_options = {key: options[key] for key in ("timeout", "synchronous", "create")}
+        if listen_url is not None:
+            raise ValueError("listen_url: only for PostgreSQL (SQLite's watchers poll the file)")
+        sqlite_options = {key: options[key] for key in ("timeout", "synchronous", "create", "poll_interval")}
         return "sqlite", _sqlite_path(rest), sqlite_options
     if scheme in ("postgresql", "postgres"):
-        pool_options = {key: options[key] for key in ("min_size", "max_size", "timeout", "prepare_threshold")}
-        return "postgresql", *_postgresql_target(url, pool_options)
+        keys = ("min_size", "max_size", "timeout", "prepare_threshold", "poll_interval")
+        conninfo, pool_options = _postgresql_target(url, {key: options[key] for key in keys})
+        if listen_url is not None:
+            pool_options["listen_conninfo"] = _listen_conninfo(listen_url)
+            pool_options["secrets"] = sorted(
+                {*pool_options["secrets"], *url_secrets(listen_url)}, key=len, reverse=True
+            )
+        return "postgresql", conninfo, pool_options
     raise ValueError(f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
+
+
+def _listen_conninfo(listen_url: object) -> str:
+    """The conninfo of a ``listen_url`` (ValueError, without its password, if it is not a PostgreSQL URL)."""
+    if not isinstance(listen_url, str) or listen_url.partition("://")[0].lower() not in (
+        "postgresql",
+        "postgres",
+    ):
+        shown = redact_url(listen_url) if isinstance(listen_url, str) else type(listen_url).__name__
+        raise ValueError(f"listen_url: expected a postgresql:// URL of a direct connection, got {shown}")
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(listen_url)
+    except ProgrammingError:
+        raise ValueError(f"listen_url: malformed postgresql URL {redact_url(listen_url)}") from None
+    return listen_url
 
 
 def _prepare_threshold(value: str) -> int | None:

@@ -8,15 +8,19 @@ two subclasses next to this module.
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from ..errors import WorkflowDBError
+
+if TYPE_CHECKING:
+    from ..changes import ChangeWindow
 
 Params = Mapping[str, Any] | Sequence[Any]
 Row = tuple[Any, ...]
@@ -50,6 +54,11 @@ def fetch_rowcount(cursor: Any) -> int:
 
 
 Fetch = Callable[[Any], T]
+
+DEFAULT_POLL_INTERVAL = 0.05
+"""Seconds between two looks at the change feed while a watcher waits with nothing to wake it."""
+LISTENING_POLL_INTERVAL = 1.0
+"""The same while LISTEN is up: a safety net only (NOTIFY wakes watchers at once)."""
 
 
 class _ThreadState(threading.local):
@@ -141,10 +150,27 @@ class Dialect(ABC):
     driver_errors: tuple[type[BaseException], ...]
     """The driver's exceptions, which :meth:`translate` turns into workflow_db.errors."""
 
-    def __init__(self, timeout: float, display_url: str) -> None:
+    changes_numbered_on_read: ClassVar[bool] = False
+    """Whether the feed's reader numbers committed changes first (queries.SEQUENCE_CHANGES).
+
+    PostgreSQL's concurrent writers commit in any order, so a change is
+    numbered once visible; SQLite's one writer numbers it as it writes.
+    """
+
+    def __init__(
+        self, timeout: float, display_url: str, poll_interval: float = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        from ..changes import ChangeWindow  # the feed's module imports the dialects: not at load time
+
         self.timeout = timeout
         self.display_url = display_url
         """The database's URL with any password hidden: for messages and logs."""
+        self.poll_interval = poll_interval
+        """Seconds between two looks at the feed while watchers wait and nothing wakes them."""
+        self.change_window: ChangeWindow = ChangeWindow()
+        """The newest changes, shared by this process's watchers of this database."""
+        self.closed = False
+        """Set by ``close()``: watchers end."""
         self._prepared: dict[SQL, str] = {}
 
     def prepare(self, sql: SQL) -> str:
@@ -165,6 +191,10 @@ class Dialect(ABC):
             raise self.translate(exc) from exc
 
     @abstractmethod
+    def wake_watchers(self) -> None:
+        """Wake this process's watchers of the feed: a change may have committed."""
+
+    @abstractmethod
     def _convert(self, sql: str) -> str:
         """Convert ``:name`` placeholders to the driver's style."""
 
@@ -181,17 +211,58 @@ class Dialect(ABC):
         """Serialised JSON text as a parameter the driver sends as the JSON column type."""
 
 
+class ChangeSignal:
+    """Wakes the watchers of one database in this process when a change may have committed.
+
+    Bumped after each write this object commits and, on PostgreSQL, by the
+    listener on each NOTIFY; watchers wait for the generation to move.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.fetching = threading.Lock()
+        """Held by the one watcher that fetches for all."""
+        self._condition = threading.Condition()
+        self._waiting = 0
+
+    def bump(self) -> None:
+        """A change may have committed: wake every waiting watcher."""
+        self.generation += 1
+        if self._waiting:
+            with self._condition:
+                self._condition.notify_all()
+
+    def wait(self, generation: int, timeout: float) -> None:
+        """Return once the generation is no longer ``generation``, or after ``timeout`` seconds."""
+        with self._condition:
+            self._waiting += 1
+            try:
+                self._condition.wait_for(lambda: self.generation != generation, timeout)
+            finally:
+                self._waiting -= 1
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a fetcher keeping its distance from the previous fetch)."""
+        time.sleep(seconds)
+
+
 class Database(Dialect):
     """A connected database: the object :func:`workflow_db.connect` returns."""
 
-    def __init__(self, timeout: float, display_url: str) -> None:
-        super().__init__(timeout, display_url)
+    def __init__(
+        self, timeout: float, display_url: str, poll_interval: float = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        super().__init__(timeout, display_url, poll_interval)
         self._local = _ThreadState()
+        self.changes = ChangeSignal()
+        """Moves when a change may have committed: what watchers wait on."""
 
     # -- public ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection; the object cannot be used afterwards."""
+        """Close every connection (ending every watcher); the object cannot be used afterwards."""
+        self.closed = True
+        self.wake_watchers()
         self._close()
 
     def __enter__(self) -> Self:
@@ -220,7 +291,9 @@ class Database(Dialect):
         if session is not None:
             with session.savepoint():
                 return session.execute(sql, params, fetch)
-        return self._write(sql, params, fetch)
+        result = self._write(sql, params, fetch)
+        self.changes.bump()
+        return result
 
     # -- units of several statements ----------------------------------------------
 
@@ -235,8 +308,11 @@ class Database(Dialect):
             yield session
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        """An atomic unit of work; inside another one it joins it as a savepoint."""
+    def writing(self, *, quiet: bool = False) -> Iterator[Session]:
+        """An atomic unit of work; inside another one it joins it as a savepoint.
+
+        Its commit wakes this process's watchers unless ``quiet`` (the feed's own numbering).
+        """
         current = self._local.session
         if current is not None:
             with current.savepoint():
@@ -248,6 +324,20 @@ class Database(Dialect):
                 yield session
             finally:
                 self._local.session = None
+        if not quiet:
+            self.changes.bump()
+
+    def wake_watchers(self) -> None:
+        """Wake this process's watchers of the feed: a change may have committed."""
+        self.changes.bump()
+
+    def listen_for_changes(self) -> None:
+        """Make sure something outside this process can wake its watchers (PostgreSQL: LISTEN)."""
+
+    @property
+    def change_poll_interval(self) -> float:
+        """Seconds a watcher waits before looking at the feed unwoken."""
+        return self.poll_interval
 
     # -- what each dialect provides ------------------------------------------------
 

@@ -11,6 +11,7 @@ the block (which copies the context) runs outside it, on its own connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,7 +19,18 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
 
-from .base import SQL, Dialect, Fetch, Params, Row, T, fetch_all, fetch_one, fetch_rowcount
+from .base import (
+    DEFAULT_POLL_INTERVAL,
+    SQL,
+    Dialect,
+    Fetch,
+    Params,
+    Row,
+    T,
+    fetch_all,
+    fetch_one,
+    fetch_rowcount,
+)
 
 
 class AsyncSession(ABC):
@@ -45,14 +57,49 @@ class AsyncSession(ABC):
         """A nested unit of work: on error only its own changes are undone."""
 
 
+class AsyncChangeSignal:
+    """:class:`~.base.ChangeSignal` for asyncio: wakes one database's watchers in this process."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.fetching = asyncio.Lock()
+        """Held by the one watcher that fetches for all."""
+        self._changed: asyncio.Event | None = None  # made by the first waiter, on its loop
+
+    def bump(self) -> None:
+        """A change may have committed: wake every waiting watcher."""
+        self.generation += 1
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    async def wait(self, generation: int, timeout: float) -> None:
+        """Return once the generation is no longer ``generation``, or after ``timeout`` seconds."""
+        if self.generation != generation:
+            return
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a fetcher keeping its distance from the previous fetch)."""
+        await asyncio.sleep(seconds)
+
+
 class AsyncDatabase(Dialect):
     """A connected database for asyncio: the object :func:`workflow_db.connect_async` returns."""
 
     schema_version: int = 0
     """The newest migration applied when the database was opened (0: none)."""
 
-    def __init__(self, timeout: float, display_url: str) -> None:
-        super().__init__(timeout, display_url)
+    def __init__(
+        self, timeout: float, display_url: str, poll_interval: float = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        super().__init__(timeout, display_url, poll_interval)
+        self.changes = AsyncChangeSignal()
+        """Moves when a change may have committed: what watchers wait on."""
         self._transaction: ContextVar[tuple[asyncio.Task[Any] | None, AsyncSession] | None] = ContextVar(
             f"workflow_db_transaction_{id(self)}", default=None
         )
@@ -60,7 +107,9 @@ class AsyncDatabase(Dialect):
     # -- public ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close every connection; the object cannot be used afterwards."""
+        """Close every connection (ending every watcher); the object cannot be used afterwards."""
+        self.closed = True
+        self.wake_watchers()
         await self._close()
 
     async def __aenter__(self) -> Self:
@@ -96,7 +145,9 @@ class AsyncDatabase(Dialect):
         if session is not None:
             async with session.savepoint():
                 return await session.execute(sql, params, fetch)
-        return await self._write(sql, params, fetch)
+        result = await self._write(sql, params, fetch)
+        self.changes.bump()
+        return result
 
     # -- units of several statements -------------------------------------------------------
 
@@ -111,8 +162,11 @@ class AsyncDatabase(Dialect):
             yield session
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncSession]:
-        """An atomic unit of work; inside another one of the same task it joins it as a savepoint."""
+    async def writing(self, *, quiet: bool = False) -> AsyncIterator[AsyncSession]:
+        """An atomic unit of work; inside another one of the same task it joins it as a savepoint.
+
+        Its commit wakes this process's watchers unless ``quiet`` (the feed's own numbering).
+        """
         current = self._session()
         if current is not None:
             async with current.savepoint():
@@ -124,6 +178,20 @@ class AsyncDatabase(Dialect):
                 yield session
             finally:
                 self._transaction.reset(token)
+        if not quiet:
+            self.changes.bump()
+
+    def wake_watchers(self) -> None:
+        """Wake this process's watchers of the feed: a change may have committed."""
+        self.changes.bump()
+
+    async def listen_for_changes(self) -> None:
+        """Make sure something outside this process can wake its watchers (PostgreSQL: LISTEN)."""
+
+    @property
+    def change_poll_interval(self) -> float:
+        """Seconds a watcher waits before looking at the feed unwoken."""
+        return self.poll_interval
 
     # -- what each dialect provides ----------------------------------------------------------
 

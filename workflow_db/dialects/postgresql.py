@@ -10,6 +10,9 @@ lazily, so SQLite users never load it.
 * The migration lock is a session advisory lock on a dedicated connection,
   taken by polling ``pg_try_advisory_lock`` (a blocked ``pg_advisory_lock``
   waiter would deadlock ``CREATE INDEX CONCURRENTLY``).
+* With ``listen_url``, one more connection of its own (not pooled) LISTENs
+  for the change feed's NOTIFY and wakes this process's watchers; when it
+  drops, watchers poll until it is back (retried with a growing pause).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import math
 import re
 import select
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +36,18 @@ from psycopg.types.string import TextLoader
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
 from ..queries import BOUNDED_LOCK_WAIT
-from .base import SQL, Database, Dialect, Fetch, Params, Session, T, fetch_rowcount
+from . import redact_url
+from .base import (
+    LISTENING_POLL_INTERVAL,
+    SQL,
+    Database,
+    Dialect,
+    Fetch,
+    Params,
+    Session,
+    T,
+    fetch_rowcount,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +57,11 @@ _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "U
 # pg_try_advisory_lock key: an arbitrary constant that only workflow_db's migrator uses.
 MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
 MIGRATION_LOCK_POLL_SECONDS = 0.2
+
+LISTEN_CHANNEL = "workflow_changes"
+"""The channel schema 6's triggers NOTIFY on every writing statement."""
+LISTEN_RETRY_SECONDS = (0.05, 5.0)
+"""The first and the longest pause before connecting the listener again."""
 
 # A FATAL error at login is for good (no such role or database, a wrong
 # password), unless the server only was not ready yet.
@@ -140,6 +160,7 @@ class PostgresDialect(Dialect):
 
     dialect: ClassVar[str] = "postgresql"
     driver_errors = (psycopg.Error, psycopg_pool.PoolTimeout)
+    changes_numbered_on_read: ClassVar[bool] = True
     _secrets: list[str]
     _conninfo: str
     _connect_kwargs: dict[str, Any]
@@ -155,8 +176,13 @@ class PostgresDialect(Dialect):
         max_size: int = 8,
         timeout: float = 30.0,
         prepare_threshold: int | None = 5,
+        poll_interval: float,
+        listen_conninfo: str | None = None,
     ) -> None:
-        super().__init__(timeout, display_url)
+        super().__init__(timeout, display_url, poll_interval)
+        self._listen_conninfo = listen_conninfo
+        self.listening = False
+        """Whether the LISTEN connection is up (watchers then poll only as a safety net)."""
         self._secrets = secrets
         self._conninfo = conninfo
         self._connect_kwargs = {
@@ -173,6 +199,31 @@ class PostgresDialect(Dialect):
             "name": "workflow_db",
         }
         """What the sync and the async pool are made with, besides ``check`` and ``configure``."""
+        self._listen_kwargs = {**self._connect_kwargs, "application_name": "workflow_db listen"}
+
+    @property
+    def change_poll_interval(self) -> float:
+        """Seconds a watcher waits before looking at the feed unwoken: long while LISTEN is up."""
+        return max(LISTENING_POLL_INTERVAL, self.poll_interval) if self.listening else self.poll_interval
+
+    def _listening(self) -> None:
+        """The listener is connected: wake watchers to read what came meanwhile."""
+        if not self.listening:
+            logger.info("listening for changes on %s", redact_url(self._listen_conninfo or ""))
+        self.listening = True
+        self.wake_watchers()
+
+    def _listen_failed(self, exc: BaseException, pause: float) -> None:
+        """The listener could not connect, or its connection dropped: watchers poll meanwhile."""
+        logger.warning(
+            "listening for changes on %s: %s; watchers poll every %g s, retrying in %g s",
+            redact_url(self._listen_conninfo or ""),
+            _reason(self._scrub(str(exc))),
+            self.poll_interval,
+            pause,
+        )
+        self.listening = False
+        self.wake_watchers()
 
     def _login_failure(
         self, exc: psycopg.OperationalError, waited_enough: bool
@@ -298,6 +349,9 @@ class PostgresDatabase(PostgresDialect, Database):
     def __init__(self, conninfo: str, **options: Any) -> None:
         """Connect: wait for the server (at most ``timeout``), then fill the pool."""
         super().__init__(conninfo, **options)
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._closing = threading.Event()
         self._pool = psycopg_pool.ConnectionPool(
             conninfo, check=self._check, configure=self._configure, **self._pool_options
         )
@@ -427,4 +481,40 @@ class PostgresDatabase(PostgresDialect, Database):
         return [s.strip() for s in statements if _COMMENTS.sub("", s).strip()]
 
     def _close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.join()
         self._pool.close()
+
+    # -- the change feed's listener ----------------------------------------------------
+
+    def listen_for_changes(self) -> None:
+        """Start the listener thread, once, if ``listen_url`` was given."""
+        if self._listen_conninfo is None or self._listener is not None:
+            return
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="workflow_db-listen", daemon=True)
+                self._listener.start()
+
+    def _listen(self) -> None:
+        """LISTEN, bump the change signal on each NOTIFY; reconnect when the connection drops."""
+        assert self._listen_conninfo is not None
+        first, longest = LISTEN_RETRY_SECONDS
+        pause = first
+        while not self._closing.is_set():
+            try:
+                with psycopg.Connection.connect(self._listen_conninfo, **self._listen_kwargs) as connection:
+                    connection.execute(f"LISTEN {LISTEN_CHANNEL}")
+                    self._listening()
+                    pause = first
+                    while not self._closing.is_set():
+                        for _ in connection.notifies(timeout=0.2):
+                            self.changes.bump()
+            except psycopg.Error as exc:
+                if self._closing.is_set():
+                    break
+                self._listen_failed(exc, pause)
+            self._closing.wait(pause)
+            pause = min(pause * 2, longest)
+        self.listening = False

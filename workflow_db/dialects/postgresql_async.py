@@ -21,7 +21,7 @@ import psycopg_pool
 
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
-from .postgresql import PostgresDialect
+from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, PostgresDialect
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -106,6 +106,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
 
     def __init__(self, conninfo: str, **options: Any) -> None:
         super().__init__(conninfo, **options)
+        self._listener: asyncio.Task[None] | None = None
         self._pool = self._async_pool = psycopg_pool.AsyncConnectionPool(
             conninfo, check=self._check, configure=self._configure_async, **self._pool_options
         )
@@ -199,4 +200,38 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                     await connection.close()
 
     async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
         await self._async_pool.close()
+
+    # -- the change feed's listener ----------------------------------------------------
+
+    async def listen_for_changes(self) -> None:
+        """Start the listener task, once, if ``listen_url`` was given."""
+        if self._listen_conninfo is not None and self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="workflow_db-listen")
+
+    async def _listen(self) -> None:
+        """LISTEN, bump the change signal on each NOTIFY; reconnect when the connection drops."""
+        assert self._listen_conninfo is not None
+        first, longest = LISTEN_RETRY_SECONDS
+        pause = first
+        try:
+            while True:
+                try:
+                    async with await psycopg.AsyncConnection.connect(
+                        self._listen_conninfo, **self._listen_kwargs
+                    ) as connection:
+                        await connection.execute(f"LISTEN {LISTEN_CHANNEL}")
+                        self._listening()
+                        pause = first
+                        async for _ in connection.notifies():
+                            self.changes.bump()
+                except psycopg.Error as exc:
+                    self._listen_failed(exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+        finally:
+            self.listening = False

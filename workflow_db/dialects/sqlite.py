@@ -26,7 +26,7 @@ from typing import ClassVar, Self
 
 from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
 from ..models import utc_now, utc_text
-from .base import SQL, Database, Fetch, Params, Session, T
+from .base import DEFAULT_POLL_INTERVAL, SQL, Database, Fetch, Params, Session, T
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +91,18 @@ class SQLiteDatabase(Database):
         )"""
 
     def __init__(
-        self, path: str, *, timeout: float = 30.0, synchronous: str = "NORMAL", create: bool = True
+        self,
+        path: str,
+        *,
+        timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+        create: bool = True,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         in_memory = path == ":memory:"
-        super().__init__(timeout, "sqlite:///" + (path if in_memory else os.path.abspath(path)))
+        super().__init__(
+            timeout, "sqlite:///" + (path if in_memory else os.path.abspath(path)), poll_interval
+        )
         if synchronous.upper() not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous: {synchronous!r} is not one of {', '.join(SYNCHRONOUS_LEVELS)}")
         if not (create or in_memory or os.path.exists(path)):

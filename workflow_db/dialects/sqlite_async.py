@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
 
 from ..errors import DatabaseUnavailableError, WorkflowDBError
-from .base import SQL, Fetch, Params, Session, T
+from .base import DEFAULT_POLL_INTERVAL, SQL, Fetch, Params, Session, T
 from .base_async import AsyncDatabase, AsyncSession
 from .sqlite import SQLiteDatabase
 
@@ -190,7 +190,11 @@ class AsyncSQLiteDatabase(AsyncDatabase):
     driver_errors = (sqlite3.Error,)
 
     def __init__(self, path: str, **options: Any) -> None:
-        super().__init__(options.get("timeout", 30.0), f"sqlite:///{path}")
+        super().__init__(
+            options.get("timeout", 30.0),
+            f"sqlite:///{path}",
+            options.get("poll_interval", DEFAULT_POLL_INTERVAL),
+        )
         self._path = path
         self._options = options
         self._sync: SQLiteDatabase | None = None

@@ -1,0 +1,155 @@
+"""The change feed of :class:`~workflow_db.store_async.AsyncWorkflowStore`: ``list_changes`` and ``watch``.
+
+``list_changes`` reads the feed (numbering committed changes first on
+PostgreSQL, see :mod:`workflow_db.queries`). ``watch`` waits on the
+database's change signal (a write of this process, NOTIFY from another, or
+the poll interval), and this process's watchers of one database share one
+fetch: the first to wake reads what is new into the database's
+:class:`~workflow_db.changes.ChangeWindow`, every watcher picks its own from
+there. A watcher behind the window reads the feed itself until it catches up.
+``feed.py`` is generated from this module by ``scripts/async_to_sync.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from . import queries as q
+from .changes import DEFAULT_CHANGE_PAGE, Change, ChangeQuery, change_from_row, check_timeout
+from .dialects import AsyncDatabase
+from .dialects.base import fetch_all, fetch_one
+from .errors import DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+FETCH_GAP = 0.01
+"""At least this many seconds between two fetches of one database's watchers in one process."""
+
+
+class AsyncChangeFeed:
+    """``list_changes`` and ``watch``, mixed into the store."""
+
+    db: AsyncDatabase
+
+    async def list_changes(
+        self,
+        after: int | None = None,
+        *,
+        project_id: str | None = None,
+        run_id: str | None = None,
+        limit: int = DEFAULT_CHANGE_PAGE,
+    ) -> list[Change]:
+        """The changes after seq ``after`` (None: from the start), oldest first, at most ``limit``.
+
+        Each changed run and node state comes once, as it is now. Pass the
+        last ``seq`` seen as ``after`` to resume: no change is ever skipped,
+        whatever order transactions commit in. ``project_id`` and ``run_id``
+        keep only that project's, that run's changes. A deleted run and its
+        node states are not in the feed.
+        """
+        return await self._read_changes(ChangeQuery.of(after, project_id, run_id, limit))
+
+    async def watch(
+        self,
+        after: int | None = None,
+        *,
+        project_id: str | None = None,
+        run_id: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Change]:
+        """``list_changes``, then each change as it commits, from any process; for ever, or
+        until ``timeout`` seconds pass without one.
+
+        While the database cannot be reached it keeps trying (logging a
+        warning) and resumes from the last change it gave: nothing is missed.
+        Closing the database ends it.
+        """
+        query = ChangeQuery.of(after, project_id, run_id, DEFAULT_CHANGE_PAGE)
+        quiet_limit = check_timeout(timeout)
+        db = self.db
+        await db.listen_for_changes()
+        cursor = query.params["after"]
+        last_change = time.monotonic()
+        failing = False
+        while not db.closed:
+            generation = db.changes.generation
+            try:
+                changes, cursor = await self._changes_after(query, cursor, generation)
+            except DatabaseUnavailableError as exc:
+                if db.closed:
+                    return
+                if not failing:
+                    logger.warning("watching changes: %s; retrying every %g s", exc, db.poll_interval)
+                failing, changes = True, []
+            else:
+                if failing:
+                    logger.warning(
+                        "watching changes: the database answers again; resuming after seq %d", cursor
+                    )
+                failing = False
+            for change in changes:
+                yield change
+            if changes:
+                last_change = time.monotonic()
+                continue
+            wait = db.poll_interval if failing else db.change_poll_interval
+            if quiet_limit is not None:
+                left = last_change + quiet_limit - time.monotonic()
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            await db.changes.wait(generation, wait)
+
+    async def _read_changes(self, query: ChangeQuery) -> list[Change]:
+        db = self.db
+        if not db.changes_numbered_on_read:
+            rows = await db.read(query.sql, query.params, fetch_all)
+        else:
+            async with db.writing(quiet=True) as session:
+                await session.one(q.LOCK_CHANGE_SEQUENCER)
+                await session.run(q.SEQUENCE_CHANGES)
+                rows = await session.all(query.sql, query.params)
+        return [change_from_row(row) for row in rows]
+
+    async def _changes_after(
+        self, query: ChangeQuery, cursor: int, generation: int
+    ) -> tuple[list[Change], int]:
+        """What ``query`` holds after ``cursor``, and the cursor to continue from."""
+        window = self.db.change_window
+        if not window.is_fresh(generation, self.db.change_poll_interval):
+            await self._refresh_window(generation)
+        found = window.since(cursor, query.project_id, query.run_id)
+        if found is not None:
+            return found
+        # Behind the window: a page of the feed itself. A short page reached
+        # what was numbered when it was read, which includes the window's head.
+        head = window.head
+        changes = await self._read_changes(query.after(cursor))
+        last = changes[-1].seq if changes else cursor
+        return changes, last if len(changes) == DEFAULT_CHANGE_PAGE else max(last, head)
+
+    async def _refresh_window(self, generation: int) -> None:
+        """Read what is new into the window, unless another watcher did since ``generation``."""
+        db = self.db
+        window, signal = db.change_window, db.changes
+        async with signal.fetching:
+            if window.is_fresh(generation, db.change_poll_interval):
+                return
+            gap = window.fetched_at + FETCH_GAP - time.monotonic()
+            if gap > 0:
+                await signal.pause(gap)
+            started = signal.generation, time.monotonic()
+            if window.start is None:
+                row = await db.read(q.CHANGE_HEAD, (), fetch_one)
+                window.begin(int(row[0]) if row else 0)
+            else:
+                while True:
+                    changes = await self._read_changes(
+                        ChangeQuery.of(window.head, None, None, DEFAULT_CHANGE_PAGE)
+                    )
+                    window.add(changes)
+                    if len(changes) < DEFAULT_CHANGE_PAGE:
+                        break
+            window.noted_fetch(*started)
