@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import bench_async
+import bench_feed
 
 from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore, connect
 from workflow_db import queries as q
@@ -480,6 +481,7 @@ def measure_scale(report: Report, bench: Bench, reference: Bench, url: str, coun
     ]
     progress(f"bulk-loading the scale set: {count} runs")
     bulk_load_runs(db, url, scale_graphs, count)
+    store.list_changes(limit=1)  # PostgreSQL numbers the bulk load's changes, as a watcher would
     settle(db, bench.bare)
     runs, reference_runs = store.count_runs(), reference.store.count_runs()
     reference_workflow = reference.store.list_runs(project_id="proj_7", limit=1)[0].workflow_id
@@ -489,6 +491,9 @@ def measure_scale(report: Report, bench: Bench, reference: Bench, url: str, coun
         {_size(reference_runs): reference_workflow, _size(runs): scale_graphs[7].id},
     )
     measure_claims(report, {_size(reference_runs): reference, _size(runs): bench})
+    bench_feed.measure_pages(
+        report, {_size(reference_runs): reference.store, _size(runs): store}, timed, bench.repeat
+    )
 
 
 def measure_claims(report: Report, benches: dict[str, Bench]) -> None:
@@ -640,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         measure_writes(report, bench, graphs[1], some_run, wide_run)
         measure_appends(report, bench, wide_run)
         measure_unit_of_work(report, bench, graphs[2])
+        progress("change feed: latency to another process, cost of 100 watchers")
+        bench_feed.measure_latency(report, store, args.url, wide_run)
+        bench_feed.measure_watcher_cost(report, store, args.url, wide_run)
         measure_memory(report, store)
         if not args.scale:
             size = _size(store.count_runs())

@@ -92,14 +92,16 @@ class BlockingStore:
     def watch(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """``async for`` over ``watch``, each step awaited in the calling thread's task."""
         changes = self._store.watch(*args, **kwargs)
-        try:
-            while True:
-                try:
-                    yield self._loop.call(changes.__anext__)
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._loop.call(changes.aclose)
+        while True:
+            try:
+                change = self._loop.call(changes.__anext__)
+            except StopAsyncIteration:
+                return
+            try:
+                yield change
+            except GeneratorExit:  # the caller stopped early
+                self._loop.call(changes.aclose)
+                raise
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

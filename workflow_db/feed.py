@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from . import queries as q
 from .changes import DEFAULT_CHANGE_PAGE, Change, ChangeQuery, change_from_row, check_timeout
 from .dialects import Database
-from .dialects.base import fetch_all, fetch_one
+from .dialects.base import fetch_all, fetch_none, fetch_one
 from .errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ class ChangeFeed:
         if not db.changes_numbered_on_read:
             rows = db.read(query.sql, query.params, fetch_all)
         else:
-            with db.writing(quiet=True) as session:
-                session.one(q.LOCK_CHANGE_SEQUENCER)
-                session.run(q.SEQUENCE_CHANGES)
+            with db.writing(quiet=True) as session:  # pipelined: one round trip, and the commit
+                session.execute(q.LOCK_CHANGE_SEQUENCER, (), fetch_none)
+                session.execute(q.SEQUENCE_CHANGES, (), fetch_none)
                 rows = session.all(query.sql, query.params)
         return [change_from_row(row) for row in rows]
 

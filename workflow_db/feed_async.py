@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from . import queries as q
 from .changes import DEFAULT_CHANGE_PAGE, Change, ChangeQuery, change_from_row, check_timeout
 from .dialects import AsyncDatabase
-from .dialects.base import fetch_all, fetch_one
+from .dialects.base import fetch_all, fetch_none, fetch_one
 from .errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,9 @@ class AsyncChangeFeed:
         if not db.changes_numbered_on_read:
             rows = await db.read(query.sql, query.params, fetch_all)
         else:
-            async with db.writing(quiet=True) as session:
-                await session.one(q.LOCK_CHANGE_SEQUENCER)
-                await session.run(q.SEQUENCE_CHANGES)
+            async with db.writing(quiet=True) as session:  # pipelined: one round trip, and the commit
+                await session.execute(q.LOCK_CHANGE_SEQUENCER, (), fetch_none)
+                await session.execute(q.SEQUENCE_CHANGES, (), fetch_none)
                 rows = await session.all(query.sql, query.params)
         return [change_from_row(row) for row in rows]
 

@@ -503,7 +503,7 @@ def claim_orphaned_runs(statuses: tuple[str, ...], scoped: bool) -> DialectSQL:
 
 CHANGE_SEQUENCER_LOCK = 7_302_318_815_146_031_104
 """The advisory lock key of the PostgreSQL change sequencer (the migration lock's differs)."""
-LOCK_CHANGE_SEQUENCER = f"SELECT pg_advisory_xact_lock({CHANGE_SEQUENCER_LOCK})"
+LOCK_CHANGE_SEQUENCER = f"SELECT pg_advisory_xact_lock({CHANGE_SEQUENCER_LOCK}) WHERE {BOUNDED_LOCK_WAIT}"
 SEQUENCE_CHANGES = """
     UPDATE workflow_changes SET seq = nextval('workflow_change_seq')
     WHERE (run_id, node_id) IN (

@@ -48,6 +48,10 @@ def fetch_one(cursor: Any) -> Row | None:
     return cursor.fetchone()  # type: ignore[no-any-return]
 
 
+def fetch_none(cursor: Any) -> None:
+    """Nothing: in a pipelined transaction the statement goes out with the next one that waits."""
+
+
 def fetch_rowcount(cursor: Any) -> int:
     """How many rows an executed statement changed."""
     return cursor.rowcount  # type: ignore[no-any-return]

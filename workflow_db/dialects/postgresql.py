@@ -62,6 +62,8 @@ LISTEN_CHANNEL = "workflow_changes"
 """The channel schema 6's triggers NOTIFY on every writing statement."""
 LISTEN_RETRY_SECONDS = (0.05, 5.0)
 """The first and the longest pause before connecting the listener again."""
+LISTEN_WAKE_GAP = 0.005
+"""After a NOTIFY wakes watchers, the listener lets this many seconds pass before it wakes them again."""
 
 # A FATAL error at login is for good (no such role or database, a wrong
 # password), unless the server only was not ready yet.
@@ -509,8 +511,12 @@ class PostgresDatabase(PostgresDialect, Database):
                     self._listening()
                     pause = first
                     while not self._closing.is_set():
-                        for _ in connection.notifies(timeout=0.2):
-                            self.changes.bump()
+                        woken = False
+                        for _ in connection.notifies(timeout=0.2, stop_after=1):
+                            woken = True
+                        if woken:  # then a pause: a burst of NOTIFY wakes watchers once
+                            self.wake_watchers()
+                            self._closing.wait(LISTEN_WAKE_GAP)
             except psycopg.Error as exc:
                 if self._closing.is_set():
                     break

@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Self, cast
 import psycopg
 import psycopg_pool
 
-from .base import SQL, Fetch, Params, T, fetch_all, fetch_one, fetch_rowcount
+from .base import SQL, Fetch, Params, T, fetch_all, fetch_none, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
-from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, PostgresDialect
+from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, LISTEN_WAKE_GAP, PostgresDialect
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -36,10 +36,15 @@ async def _fetch_rowcount(cursor: psycopg.AsyncCursor[Any]) -> Any:
     return cursor.rowcount
 
 
+async def _fetch_none(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    return None
+
+
 _ASYNC_FETCH: dict[Callable[[Any], Any], Callable[[psycopg.AsyncCursor[Any]], Awaitable[Any]]] = {
     fetch_all: _fetch_all,
     fetch_one: _fetch_one,
     fetch_rowcount: _fetch_rowcount,
+    fetch_none: _fetch_none,
 }
 """The async cursor's way of doing what each of the store's fetch functions does."""
 
@@ -227,8 +232,11 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                         await connection.execute(f"LISTEN {LISTEN_CHANNEL}")
                         self._listening()
                         pause = first
-                        async for _ in connection.notifies():
-                            self.changes.bump()
+                        while True:
+                            async for _ in connection.notifies(stop_after=1):
+                                pass
+                            self.wake_watchers()
+                            await asyncio.sleep(LISTEN_WAKE_GAP)  # a burst of NOTIFY wakes watchers once
                 except psycopg.Error as exc:
                     self._listen_failed(exc, pause)
                 await asyncio.sleep(pause)

@@ -1,0 +1,184 @@
+"""The change feed's costs, for scripts/bench.py: cross-process latency, watchers' cost, pages.
+
+Watchers run in a process of their own (``python scripts/bench_feed.py watch``,
+asyncio tasks on one AsyncWorkflowStore), as a service replica's would, while
+this process writes:
+
+* latency: one watcher echoes each change it gets with ``time.monotonic()``
+  (the same clock in every process); a write starts at a random moment and
+  its latency runs from the start of the call to the echo;
+* cost: ``set_node_state`` timed in blocks with no watcher process, then with
+  100 watchers open, taking turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from workflow_db import AsyncWorkflowStore, WorkflowRun, WorkflowStore, connect_async
+from workflow_db import queries as q
+from workflow_db.dialects.base import fetch_one
+
+LATENCY_SAMPLES = 200
+WATCHERS = 100
+COST_BLOCKS = 3
+COST_CALLS = 300
+
+
+class Report(Protocol):
+    """What bench.py's report offers."""
+
+    def add(self, name: str, store: tuple[float, float], bare: tuple[float, float] | None = None) -> None: ...
+    def note(self, name: str, value: str) -> None: ...
+
+
+def listen_url(url: str) -> str | None:
+    """The benchmark's LISTEN connection: the same direct server (None on SQLite)."""
+    return url if url.startswith("postgres") else None
+
+
+@contextmanager
+def watchers(url: str, count: int, echo: bool) -> Iterator[subprocess.Popen[str]]:
+    """A process with ``count`` watchers from the feed's head, ready (listening, on PostgreSQL)."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "watch", url, str(count), "echo" if echo else "quiet"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        if process.stdout.readline() != "ready\n":
+            raise SystemExit("the watcher process did not start")
+        yield process
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
+def measure_latency(report: Report, store: WorkflowStore, url: str, run: WorkflowRun) -> None:
+    """From the start of a set_node_state call here to a watcher in another process getting it."""
+    chosen = random.Random(7)
+    samples = []
+    with watchers(url, 1, echo=True) as process:
+        assert process.stdout is not None
+        for index in range(LATENCY_SAMPLES):
+            time.sleep(chosen.uniform(0, 2 * store.db.poll_interval))  # a moment unrelated to polling
+            progress = index / LATENCY_SAMPLES
+            started = time.monotonic()
+            store.set_node_state(run.id, "node-001", progress=progress)
+            while True:  # the watcher's echo of this very change
+                seen, _, at = process.stdout.readline().partition(" ")
+                if float(seen) == progress:
+                    break
+            samples.append((float(at) - started) * 1000)
+    samples.sort()
+    how = "LISTEN/NOTIFY" if listen_url(url) else f"polling every {store.db.poll_interval:g} s"
+    report.add(
+        f"change to a watcher in another process ({how}), median / p99",
+        (statistics.median(samples), samples[int(len(samples) * 0.99) - 1]),
+    )
+
+
+def measure_watcher_cost(report: Report, store: WorkflowStore, url: str, run: WorkflowRun) -> None:
+    """set_node_state with no watcher, then with 100 in another process, in turns."""
+    nodes = itertools.cycle([f"node-{index:03d}" for index in range(100)])
+
+    def block() -> list[float]:
+        times = []
+        for _ in range(COST_CALLS):
+            started = time.perf_counter()
+            store.set_node_state(run.id, next(nodes), progress=0.3)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    alone: list[float] = []
+    watched: list[float] = []
+    block()  # warm-up
+    for _ in range(COST_BLOCKS):
+        alone += block()
+        with watchers(url, WATCHERS, echo=False):
+            watched += block()
+    results = [(statistics.median(t), sorted(t)[int(len(t) * 0.95)]) for t in (alone, watched)]
+    report.add("set_node_state, no watcher", results[0])
+    report.add(f"set_node_state, {WATCHERS} watchers in another process", results[1])
+    report.note(f"set_node_state: {WATCHERS} watchers / none", f"{results[1][0] / results[0][0]:.2f}x")
+
+
+def measure_pages(
+    report: Report,
+    stores: dict[str, WorkflowStore],
+    timed: Callable[..., list[tuple[float, float]]],
+    repeat: int,
+) -> None:
+    """A page of 1,000 changes from the middle of the feed, and one project's, on each database."""
+    calls = []
+    for store in stores.values():
+        middle = _head(store) // 2
+        calls.append(lambda store=store, middle=middle: store.list_changes(middle, limit=1000))
+        calls.append(lambda store=store: store.list_changes(0, project_id="proj_7", limit=1000))
+    timings = timed(*calls, repeat=repeat)
+    for index, label in enumerate(stores):
+        report.add(f"list_changes page of 1,000 ({label})", timings[2 * index])
+        report.add(f"list_changes page of 1,000 of one project ({label})", timings[2 * index + 1])
+    if len(stores) == 2:
+        labels = list(stores)
+        report.note(f"list_changes page: {labels[1]} / {labels[0]}", f"{timings[2][0] / timings[0][0]:.2f}x")
+
+
+def _head(store: WorkflowStore) -> int:
+    row = store.db.read(q.CHANGE_HEAD, (), fetch_one)
+    return int(row[0]) if row else 0
+
+
+async def _watch(url: str, count: int, echo: bool) -> None:
+    """The watcher process: ``count`` watchers from the head until stdin closes."""
+    db = await connect_async(url, listen_url=listen_url(url))
+    store = AsyncWorkflowStore(db)
+    row = await db.read(q.CHANGE_HEAD, (), fetch_one)
+    head = int(row[0]) if row else 0
+
+    async def watch(index: int) -> None:
+        async for change in store.watch(head):
+            if echo and index == 0 and change.node_state is not None:
+                sys.stdout.write(f"{change.node_state.progress} {time.monotonic()}\n")
+                sys.stdout.flush()
+
+    tasks = [asyncio.create_task(watch(index)) for index in range(count)]
+    await db.listen_for_changes()
+    while listen_url(url) and not getattr(db, "listening", False):
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # every watcher past its first look at the feed
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``watch URL COUNT echo|quiet``: the watcher process."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["watch"])
+    parser.add_argument("url")
+    parser.add_argument("count", type=int)
+    parser.add_argument("mode", choices=["echo", "quiet"])
+    args: Any = parser.parse_args(argv)
+    asyncio.run(_watch(args.url, args.count, args.mode == "echo"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
