@@ -511,27 +511,49 @@ SEQUENCE_CHANGES = """
 CHANGE_HEAD = "SELECT coalesce(max(seq), 0) FROM workflow_changes"
 """The newest numbered change: every change numbered later has a larger seq."""
 
-_LIST_CHANGES = f"""
+_LIST_CHANGES = DialectSQL(
+    sqlite=f"""
     SELECT c.seq, c.project_id, c.run_id, c.node_id, {_prefixed("r", RUN_COLUMNS)}, {{node_columns}}
     FROM workflow_changes AS c
     LEFT JOIN workflow_runs AS r ON c.node_id = '' AND r.id = c.run_id
     LEFT JOIN workflow_node_states AS ns
         ON c.node_id <> '' AND ns.run_id = c.run_id AND ns.node_id = c.node_id
-    WHERE c.seq > :after{{filters}} AND (r.id IS NOT NULL OR ns.run_id IS NOT NULL)
-    ORDER BY c.seq LIMIT :limit"""
+    WHERE c.seq > :after{{filters}}
+    ORDER BY c.seq LIMIT :limit""",
+    # The page first, then one lookup per change of the run or the node state it
+    # names (LIMIT 1 keeps each a per-row lookup: a generic plan, which cannot
+    # know :limit, would otherwise hash-join whole tables).
+    postgresql=f"""
+    SELECT c.seq, c.project_id, c.run_id, c.node_id, {_prefixed("r", RUN_COLUMNS)}, {{node_columns}}
+    FROM (
+        SELECT seq, project_id, run_id, node_id FROM workflow_changes AS c
+        WHERE seq > :after{{filters}} ORDER BY seq LIMIT :limit) AS c
+    LEFT JOIN LATERAL (
+        SELECT * FROM workflow_runs AS r WHERE c.node_id = '' AND r.id = c.run_id LIMIT 1) AS r ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT * FROM workflow_node_states AS ns
+        WHERE c.node_id <> '' AND ns.run_id = c.run_id AND ns.node_id = c.node_id LIMIT 1) AS ns ON TRUE
+    ORDER BY c.seq""",
+)
+"""A page of the feed. The run's and node state's columns follow the change's four (seq,
+project_id, run_id, node_id); the other object's are NULL. A change row goes with its
+run (ON DELETE CASCADE, in the deleting transaction), so the object is always there."""
 
 
 @functools.cache
 def list_changes(by_project: bool, by_run: bool) -> DialectSQL:
-    """The feed's page for the filters given (project, run), built once each.
-
-    The run's and node state's columns follow the change's four (seq,
-    project_id, run_id, node_id); the other object's are NULL.
-    """
+    """The feed's page for the filters given (project, run), built once each."""
     filters = (" AND c.project_id = :project_id" if by_project else "") + (
         " AND c.run_id = :run_id" if by_run else ""
     )
-    return _with_node_columns(_LIST_CHANGES.format(filters=filters, node_columns="{node_columns}"))
+    return DialectSQL(
+        *(
+            getattr(_LIST_CHANGES, dialect)
+            .format(filters=filters, node_columns="{node_columns}")
+            .replace("{node_columns}", _node_columns(dialect))
+            for dialect in ("sqlite", "postgresql")
+        )
+    )
 
 
 # -- the importer's bulk statements (run with executemany) ------------------------
