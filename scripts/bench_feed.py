@@ -67,10 +67,22 @@ def watchers(url: str, count: int, echo: bool) -> Iterator[subprocess.Popen[str]
         process.wait(timeout=60)
 
 
+def number_pending(store: WorkflowStore) -> None:
+    """Have PostgreSQL number every pending change (a watcher's first reads would)."""
+    head = -1
+    while True:
+        store.list_changes(limit=1)
+        row = store.db.read(q.CHANGE_HEAD, (), fetch_one)
+        if row is None or int(row[0]) == head:
+            return
+        head = int(row[0])
+
+
 def measure_latency(report: Report, store: WorkflowStore, url: str, run: WorkflowRun) -> None:
     """From the start of a set_node_state call here to a watcher in another process getting it."""
     chosen = random.Random(7)
     samples = []
+    number_pending(store)
     with watchers(url, 1, echo=True) as process:
         assert process.stdout is not None
         for index in range(LATENCY_SAMPLES):
@@ -144,9 +156,13 @@ async def _watch(url: str, count: int, echo: bool) -> None:
     """The watcher process: ``count`` watchers from the head until stdin closes."""
     db = await connect_async(url, listen_url=listen_url(url))
     store = AsyncWorkflowStore(db)
-    await store.list_changes(limit=1)  # PostgreSQL: what is pending gets numbered, below the head
-    row = await db.read(q.CHANGE_HEAD, (), fetch_one)
-    head = int(row[0]) if row else 0
+    head = -1
+    while True:  # PostgreSQL: what is pending gets numbered (a batch a read), below the head
+        await store.list_changes(limit=1)
+        row = await db.read(q.CHANGE_HEAD, (), fetch_one)
+        if row is None or int(row[0]) == head:
+            break
+        head = int(row[0])
 
     async def watch(index: int) -> None:
         async for change in store.watch(head):

@@ -503,11 +503,19 @@ def claim_orphaned_runs(statuses: tuple[str, ...], scoped: bool) -> DialectSQL:
 
 CHANGE_SEQUENCER_LOCK = 7_302_318_815_146_031_104
 """The advisory lock key of the PostgreSQL change sequencer (the migration lock's differs)."""
+SEQUENCE_BATCH = 10_000
 LOCK_CHANGE_SEQUENCER = f"SELECT pg_advisory_xact_lock({CHANGE_SEQUENCER_LOCK}) WHERE {BOUNDED_LOCK_WAIT}"
-SEQUENCE_CHANGES = """
+SEQUENCE_CHANGES = f"""
     UPDATE workflow_changes SET seq = nextval('workflow_change_seq')
-    WHERE (run_id, node_id) IN (
-        SELECT run_id, node_id FROM workflow_changes WHERE seq IS NULL FOR UPDATE SKIP LOCKED)"""
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM workflow_changes WHERE seq IS NULL
+        ORDER BY seq LIMIT {SEQUENCE_BATCH} FOR UPDATE SKIP LOCKED))"""
+"""Number pending changes, at most SEQUENCE_BATCH (the rest next time).
+
+Read from the seq index's NULLs and updated by ctid whatever the statistics
+say: planned on statistics taken while most rows were pending, a join took
+20-40 ms a read on 100k rows instead of 1.
+"""
 CHANGE_HEAD = "SELECT coalesce(max(seq), 0) FROM workflow_changes"
 """The newest numbered change: every change numbered later has a larger seq."""
 
