@@ -7,8 +7,8 @@ this process writes:
 * latency: one watcher echoes each change it gets with ``time.monotonic()``
   (the same clock in every process); a write starts at a random moment and
   its latency runs from the start of the call to the echo;
-* cost: ``set_node_state`` timed in blocks with no watcher process, then with
-  100 watchers open, taking turns.
+* cost: ``set_node_state`` timed in blocks with 100 watchers open in that
+  process and with none (the process keeps its database and LISTEN), taking turns.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from workflow_db.dialects.base import fetch_one
 
 LATENCY_SAMPLES = 200
 WATCHERS = 100
-COST_BLOCKS = 3
-COST_CALLS = 300
+COST_BLOCKS = 20
+COST_CALLS = 100
 
 
 class Report(Protocol):
@@ -104,7 +104,13 @@ def measure_latency(report: Report, store: WorkflowStore, url: str, run: Workflo
 
 
 def measure_watcher_cost(report: Report, store: WorkflowStore, url: str, run: WorkflowRun) -> None:
-    """set_node_state with no watcher, then with 100 in another process, in turns."""
+    """set_node_state with 100 watchers in another process, and with none, in turns.
+
+    One process for the whole measurement (its start-up would weigh on the
+    first block), told on stdin to stop its watchers (it keeps its database
+    and, on PostgreSQL, its LISTEN) and to start them again from the head,
+    twenty blocks each.
+    """
     nodes = itertools.cycle([f"node-{index:03d}" for index in range(100)])
 
     def block() -> list[float]:
@@ -117,15 +123,26 @@ def measure_watcher_cost(report: Report, store: WorkflowStore, url: str, run: Wo
 
     alone: list[float] = []
     watched: list[float] = []
-    block()  # warm-up
-    for _ in range(COST_BLOCKS):
-        alone += block()
-        with watchers(url, WATCHERS, echo=False):
+    with watchers(url, WATCHERS, echo=False) as process:
+        block()  # warm-up
+        for _ in range(COST_BLOCKS):
+            _tell(process, "stop")
+            alone += block()
+            _tell(process, "start")
             watched += block()
     results = [(statistics.median(t), sorted(t)[int(len(t) * 0.95)]) for t in (alone, watched)]
     report.add("set_node_state, no watcher", results[0])
     report.add(f"set_node_state, {WATCHERS} watchers in another process", results[1])
     report.note(f"set_node_state: {WATCHERS} watchers / none", f"{results[1][0] / results[0][0]:.2f}x")
+
+
+def _tell(process: subprocess.Popen[str], command: str) -> None:
+    """Send the watcher process a command and wait for it to be done."""
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(command + "\n")
+    process.stdin.flush()
+    if process.stdout.readline() != "done\n":
+        raise SystemExit(f"the watcher process did not {command}")
 
 
 Timer = Callable[..., list[tuple[float, float]]]
@@ -153,34 +170,50 @@ def measure_pages(report: Report, stores: dict[str, WorkflowStore], timed: Timer
 
 
 async def _watch(url: str, count: int, echo: bool) -> None:
-    """The watcher process: ``count`` watchers from the head until stdin closes."""
+    """The watcher process: ``count`` watchers from the head; stdin says ``stop`` and ``start``
+    (answered ``done``), and closing it ends the process."""
     db = await connect_async(url, listen_url=listen_url(url))
     store = AsyncWorkflowStore(db)
-    head = -1
-    while True:  # PostgreSQL: what is pending gets numbered (a batch a read), below the head
-        await store.list_changes(limit=1)
-        row = await db.read(q.CHANGE_HEAD, (), fetch_one)
-        if row is None or int(row[0]) == head:
-            break
-        head = int(row[0])
+    loop = asyncio.get_running_loop()
 
-    async def watch(index: int) -> None:
-        async for change in store.watch(head):
+    async def head() -> int:
+        seq = -1
+        while True:  # PostgreSQL: what is pending gets numbered (a batch a read), below the head
+            await store.list_changes(limit=1)
+            row = await db.read(q.CHANGE_HEAD, (), fetch_one)
+            if row is None or int(row[0]) == seq:
+                return seq
+            seq = int(row[0])
+
+    async def watch(index: int, after: int) -> None:
+        async for change in store.watch(after):
             if echo and index == 0 and change.node_state is not None:
                 sys.stdout.write(f"{change.node_state.progress} {time.monotonic()}\n")
                 sys.stdout.flush()
 
-    tasks = [asyncio.create_task(watch(index)) for index in range(count)]
+    async def start() -> list[asyncio.Task[None]]:
+        after = await head()
+        started = [asyncio.create_task(watch(index, after)) for index in range(count)]
+        await asyncio.sleep(0.2)  # every watcher past its first look at the feed
+        return started
+
+    async def stop(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     await db.listen_for_changes()
     while listen_url(url) and not getattr(db, "listening", False):
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)  # every watcher past its first look at the feed
+    tasks = await start()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    while command := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        await stop(tasks)
+        tasks = await start() if command == "start" else []
+        sys.stdout.write("done\n")
+        sys.stdout.flush()
+    await stop(tasks)
     await db.close()
 
 
