@@ -8,7 +8,9 @@ this process writes:
   (the same clock in every process); a write starts at a random moment and
   its latency runs from the start of the call to the echo;
 * cost: ``set_node_state`` timed in blocks with 100 watchers open in that
-  process and with none (the process keeps its database and LISTEN), taking turns.
+  process and with none (the process keeps its database and LISTEN), taking turns;
+  ``python scripts/bench_feed.py in-process URL`` times it with 100 watcher
+  tasks on the writer's own event loop (a migrated database).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from workflow_db import AsyncWorkflowStore, WorkflowRun, WorkflowStore, connect_async
+from workflow_db import AsyncWorkflowStore, WorkflowGraph, WorkflowRun, WorkflowStore, connect_async
 from workflow_db import queries as q
 from workflow_db.dialects.base import fetch_one
 
@@ -217,14 +219,61 @@ async def _watch(url: str, count: int, echo: bool) -> None:
     await db.close()
 
 
+async def in_process(url: str, blocks: int = 10) -> str:
+    """set_node_state on AsyncWorkflowStore with 100 watcher tasks on the same event loop, and with none.
+
+    The database must be migrated; a project, graph and run of 100 nodes are added.
+    """
+    db = await connect_async(url)
+    store = AsyncWorkflowStore(db)
+    await store.ensure_project("bench_feed")
+    graph = await store.create_graph(
+        WorkflowGraph("bench_feed", "feed", {"nodes": [{"id": f"n{index}"} for index in range(100)]})
+    )
+    run = await store.create_run(graph.id)
+
+    async def block() -> list[float]:
+        times = []
+        for index in range(COST_CALLS):
+            started = time.perf_counter()
+            await store.set_node_state(run.id, f"n{index % 100}", progress=0.3)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    async def watch() -> None:
+        async for _ in store.watch(2**62):  # woken by every write, never given a change
+            pass
+
+    alone: list[float] = []
+    watched: list[float] = []
+    await block()
+    for _ in range(blocks):
+        alone += await block()
+        tasks = [asyncio.create_task(watch()) for _ in range(WATCHERS)]
+        await asyncio.sleep(0.1)
+        watched += await block()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await db.close()
+    none, hundred = statistics.median(alone), statistics.median(watched)
+    return (
+        f"in one process: set_node_state {none:.3f} ms alone, "
+        f"{hundred:.3f} ms with {WATCHERS} watchers: {hundred / none:.2f}x"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``watch URL COUNT echo|quiet``: the watcher process."""
+    """``watch URL COUNT echo|quiet``: the watcher process; ``in-process URL``: print that measurement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["watch"])
+    parser.add_argument("command", choices=["watch", "in-process"])
     parser.add_argument("url")
-    parser.add_argument("count", type=int)
-    parser.add_argument("mode", choices=["echo", "quiet"])
+    parser.add_argument("count", type=int, nargs="?", default=WATCHERS)
+    parser.add_argument("mode", choices=["echo", "quiet"], nargs="?", default="quiet")
     args: Any = parser.parse_args(argv)
+    if args.command == "in-process":
+        print(asyncio.run(in_process(args.url)))
+        return 0
     asyncio.run(_watch(args.url, args.count, args.mode == "echo"))
     return 0
 

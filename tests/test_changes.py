@@ -20,6 +20,7 @@ from factories import make_graph, present, run_threads
 
 from workflow_db import (
     AsyncWorkflowStore,
+    Change,
     ValidationError,
     WorkflowNodeStatus,
     WorkflowRunStatus,
@@ -27,7 +28,6 @@ from workflow_db import (
     connect,
     connect_async,
 )
-from workflow_db.changes import Change
 
 ROOT = Path(__file__).resolve().parent.parent
 View = dict[tuple[str, str | None], Change]

@@ -14,6 +14,7 @@ in-memory data in :mod:`workflow_db.importer`.
 
 __version__ = "0.2.0"
 
+from .changes import Change
 from .dialects import AsyncDatabase, Database, connect, connect_async
 from .errors import (
     ConflictError,
@@ -39,6 +40,7 @@ from .store_async import AsyncWorkflowStore
 __all__ = [
     "AsyncDatabase",
     "AsyncWorkflowStore",
+    "Change",
     "ConflictError",
     "Database",
     "DatabaseUnavailableError",

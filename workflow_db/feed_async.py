@@ -24,7 +24,7 @@ from .errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FETCH_GAP = 0.01
+FETCH_GAP = 0.025
 """At least this many seconds between two fetches of one database's watchers in one process."""
 
 
