@@ -22,6 +22,10 @@ DEFAULT_CHANGE_PAGE = 1000
 """``list_changes``' default ``limit``, and the page watchers fetch."""
 WINDOW_SIZE = 4096
 """How many of the newest changes a database keeps in memory for its watchers."""
+FETCH_GAP = 0.025
+"""Under a stream of changes, one process's watchers of a database fetch once per this many seconds..."""
+FETCH_BURST = 4
+"""...after a burst of this many fetches at once (so a change after a quiet spell is fetched at once)."""
 
 _FIRST_NODE_COLUMN = 4 + RUN_WIDTH
 
@@ -118,6 +122,8 @@ class ChangeWindow:
         """The database's change generation read before the last fetch started."""
         self.fetched_at = -1e9
         """When the last fetch started (``time.monotonic()``)."""
+        self._fetch_tokens = float(FETCH_BURST)
+        self._tokens_at = time.monotonic()
 
     def begin(self, head: int) -> None:
         """Start empty at ``head``, the newest change numbered so far."""
@@ -142,6 +148,13 @@ class ChangeWindow:
         """Record a fetch that began at ``started_at`` with the database at ``generation``."""
         self.fetched_generation = generation
         self.fetched_at = started_at
+
+    def fetch_delay(self) -> float:
+        """Seconds to wait before the next fetch: a bucket of FETCH_BURST fetches, one more each FETCH_GAP."""
+        now = time.monotonic()
+        self._fetch_tokens = min(FETCH_BURST, self._fetch_tokens + (now - self._tokens_at) / FETCH_GAP) - 1
+        self._tokens_at = now
+        return max(0.0, -self._fetch_tokens * FETCH_GAP)
 
     def is_fresh(self, generation: int, max_age: float) -> bool:
         """Whether a fetch began after ``generation`` was reached, at most ``max_age`` seconds ago."""

@@ -25,9 +25,6 @@ from .errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FETCH_GAP = 0.025
-"""At least this many seconds between two fetches of one database's watchers in one process."""
-
 
 class ChangeFeed:
     """``list_changes`` and ``watch``, mixed into the store."""
@@ -136,9 +133,9 @@ class ChangeFeed:
         with signal.fetching:
             if window.is_fresh(generation, db.change_poll_interval):
                 return
-            gap = window.fetched_at + FETCH_GAP - time.monotonic()
-            if gap > 0:
-                signal.pause(gap)
+            delay = window.fetch_delay()
+            if delay > 0:
+                signal.pause(delay)
             started = signal.generation, time.monotonic()
             if window.start is None:
                 row = db.read(q.CHANGE_HEAD, (), fetch_one)

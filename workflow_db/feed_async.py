@@ -24,9 +24,6 @@ from .errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FETCH_GAP = 0.025
-"""At least this many seconds between two fetches of one database's watchers in one process."""
-
 
 class AsyncChangeFeed:
     """``list_changes`` and ``watch``, mixed into the store."""
@@ -137,9 +134,9 @@ class AsyncChangeFeed:
         async with signal.fetching:
             if window.is_fresh(generation, db.change_poll_interval):
                 return
-            gap = window.fetched_at + FETCH_GAP - time.monotonic()
-            if gap > 0:
-                await signal.pause(gap)
+            delay = window.fetch_delay()
+            if delay > 0:
+                await signal.pause(delay)
             started = signal.generation, time.monotonic()
             if window.start is None:
                 row = await db.read(q.CHANGE_HEAD, (), fetch_one)
