@@ -14,9 +14,9 @@ import concurrent.futures
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from workflow_db import AsyncWorkflowStore, Database
 
@@ -91,7 +91,7 @@ class BlockingStore:
 
     def watch(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """``async for`` over ``watch``, each step awaited in the calling thread's task."""
-        changes = self._store.watch(*args, **kwargs)
+        changes = cast(AsyncGenerator[Any, None], self._store.watch(*args, **kwargs))
         while True:
             try:
                 change = self._loop.call(changes.__anext__)

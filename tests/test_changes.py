@@ -422,7 +422,12 @@ def open_store(store_kind: str) -> Iterator[OpenStore]:
             return WorkflowStore(db)
         loop = LoopThread()
         async_db = loop.run(_connect_async(url, options))
-        closers.append(lambda: (loop.run(async_db.close()), loop.close()))
+
+        def close() -> None:
+            loop.run(async_db.close())
+            loop.close()
+
+        closers.append(close)
         return cast(WorkflowStore, BlockingStore(AsyncWorkflowStore(async_db), loop, connect(url)))
 
     yield open_one
