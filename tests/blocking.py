@@ -89,6 +89,10 @@ class BlockingStore:
             return functools.partial(self._loop.call, attribute)
         return attribute
 
+    def close_database(self) -> None:
+        """Close the async store's database (on the loop)."""
+        self._loop.call(self._store.db.close)
+
     def watch(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """``async for`` over ``watch``, each step awaited in the calling thread's task."""
         changes = cast(AsyncGenerator[Any, None], self._store.watch(*args, **kwargs))

@@ -372,6 +372,19 @@ def test_many_watchers_of_one_database_each_get_every_change(store: WorkflowStor
             latest[change.node_id] = present(change.node_state).progress
 
 
+def test_closing_the_database_ends_its_watchers(db_url: str, open_store: OpenStore) -> None:
+    store = open_store(db_url)
+    store.create_run(make_graph(store).id)
+    found, thread = _watch_in_thread(store)  # no timeout: only the close can end it
+    assert _next(found).kind in ("run", "node_state")
+    if isinstance(store, BlockingStore):
+        store.close_database()
+    else:
+        store.db.close()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
 _WRITE_ONCE = """
 import sys
 from workflow_db import WorkflowStore, connect

@@ -207,14 +207,22 @@ def _listen_conninfo(listen_url: object) -> str:
     ):
         shown = redact_url(listen_url) if isinstance(listen_url, str) else type(listen_url).__name__
         raise ValueError(f"listen_url: expected a postgresql:// URL of a direct connection, got {shown}")
+    _check_conninfo(listen_url, "listen_url: ")
+    return listen_url
+
+
+def _check_conninfo(url: str, field: str = "") -> None:
+    """ValueError (``field`` first, the password hidden) unless libpq can read ``url``."""
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(listen_url)
+        conninfo_to_dict(url)
     except ProgrammingError:
-        raise ValueError(f"listen_url: malformed postgresql URL {redact_url(listen_url)}") from None
-    return listen_url
+        raise ValueError(
+            f"{field}malformed postgresql URL {redact_url(url)}: expected "
+            "postgresql://user[:password]@host[:port]/dbname"
+        ) from None
 
 
 def _prepare_threshold(value: str) -> int | None:
@@ -254,14 +262,5 @@ def _postgresql_target(url: str, options: dict[str, Any]) -> tuple[str, dict[str
             f"pool size: need 0 <= min_size <= max_size and max_size >= 1, "
             f"got min_size={options['min_size']}, max_size={options['max_size']}"
         )
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        conninfo_to_dict(url)
-    except ProgrammingError:
-        raise ValueError(
-            f"malformed postgresql URL {display_url}: expected "
-            "postgresql://user[:password]@host[:port]/dbname"
-        ) from None
+    _check_conninfo(url)
     return url, {"display_url": display_url, "secrets": url_secrets(url), **options}

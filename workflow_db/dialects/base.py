@@ -194,6 +194,11 @@ class Dialect(ABC):
         except self.driver_errors as exc:
             raise self.translate(exc) from exc
 
+    @property
+    def change_poll_interval(self) -> float:
+        """Seconds a watcher waits before looking at the feed unwoken."""
+        return self.poll_interval
+
     @abstractmethod
     def wake_watchers(self) -> None:
         """Wake this process's watchers of the feed: a change may have committed."""
@@ -264,7 +269,12 @@ class Database(Dialect):
     # -- public ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection (ending every watcher); the object cannot be used afterwards."""
+        """Close every connection (ending every watcher); the object cannot be used afterwards.
+
+        Closing it again does nothing.
+        """
+        if self.closed:
+            return
         self.closed = True
         self.wake_watchers()
         self._close()
@@ -337,11 +347,6 @@ class Database(Dialect):
 
     def listen_for_changes(self) -> None:
         """Make sure something outside this process can wake its watchers (PostgreSQL: LISTEN)."""
-
-    @property
-    def change_poll_interval(self) -> float:
-        """Seconds a watcher waits before looking at the feed unwoken."""
-        return self.poll_interval
 
     # -- what each dialect provides ------------------------------------------------
 

@@ -107,7 +107,12 @@ class AsyncDatabase(Dialect):
     # -- public ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close every connection (ending every watcher); the object cannot be used afterwards."""
+        """Close every connection (ending every watcher); the object cannot be used afterwards.
+
+        Closing it again does nothing.
+        """
+        if self.closed:
+            return
         self.closed = True
         self.wake_watchers()
         await self._close()
@@ -187,11 +192,6 @@ class AsyncDatabase(Dialect):
 
     async def listen_for_changes(self) -> None:
         """Make sure something outside this process can wake its watchers (PostgreSQL: LISTEN)."""
-
-    @property
-    def change_poll_interval(self) -> float:
-        """Seconds a watcher waits before looking at the feed unwoken."""
-        return self.poll_interval
 
     # -- what each dialect provides ----------------------------------------------------------
 
