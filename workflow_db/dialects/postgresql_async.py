@@ -21,7 +21,7 @@ import psycopg_pool
 
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_none, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
-from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, LISTEN_WAKE_GAP, PostgresDialect
+from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, LISTEN_WAKE_GAP, PostgresDialect, queue_command
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -79,9 +79,12 @@ class AsyncPostgresSession(AsyncSession):
             raise database.translate(exc) from exc
 
     async def _send(self, statement: str) -> None:
-        """Send a statement without placeholders; in a pipeline it goes out with the next one that waits."""
+        """Run a statement without placeholders; in a pipeline, only queue it (see :func:`queue_command`)."""
         with self.database.translated_errors():
-            await self.connection.execute(statement)
+            if self.pipeline is None:
+                await self.connection.execute(statement)
+            else:
+                await self.connection.wait(queue_command(self.connection, statement))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[Self]:
