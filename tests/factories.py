@@ -13,7 +13,7 @@ from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
-SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6]
+SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6, 7]
 """The migrations sql/ ships, in order."""
 
 

@@ -28,6 +28,7 @@ from workflow_db import (
     connect,
     connect_async,
 )
+from workflow_db.dialects.base import fetch_one
 
 ROOT = Path(__file__).resolve().parent.parent
 View = dict[tuple[str, str | None], Change]
@@ -509,6 +510,22 @@ def test_a_watcher_resumes_after_its_database_connections_die(
         )
     _write_in_another_process(db_url, run.id)
     assert present(_next(found).node_state).status == WorkflowNodeStatus.COMPLETED
+
+
+def test_a_new_run_looks_its_runs_up_by_key_on_a_new_database(pg_urls: tuple[str, str]) -> None:
+    """Schema 7: a backend keeps the feed trigger's plan, so the plan it makes while
+    workflow_runs is new and unanalysed must not scan every run (schema 6's join did)."""
+    db_url, _ = pg_urls
+    with connect(db_url) as db:
+        store = WorkflowStore(db)
+        graph = make_graph(store, "proj_a", *(f"n{index}" for index in range(10)))
+        with store.transaction():
+            store.create_run(graph.id)
+            row = db.read(
+                "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'workflow_runs'", {}, fetch_one
+            )
+    assert row is not None
+    assert row[0] == 0
 
 
 def test_listen_url_must_be_a_postgresql_url(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (4, "run_leases", "applied", True),
         (5, "node_messages", "applied", True),
         (6, "change_feed", "applied", True),
+        (7, "change_feed_run_lookup", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -488,7 +489,7 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2, 3, 4, 5, 6]
+        assert upgrade(db) == [2, 3, 4, 5, 6, 7]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [

@@ -1,0 +1,4 @@
+-- workflow_db schema 7 for SQLite: nothing changes. PostgreSQL's schema 7
+-- makes its statement-level feed trigger look each changed node's run up by
+-- primary key; SQLite's row triggers (schema 6) already do. The file keeps
+-- the two dialects' schema versions the same.
