@@ -7,13 +7,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
-SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6, 7]
+SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8]
 """The migrations sql/ ships, in order."""
 
 
@@ -97,3 +98,13 @@ def another_connection_holding(db_url: str, run_id: str) -> Iterator[None]:
     finally:
         holder.rollback()
         holder.close()
+
+
+def orphan(store: WorkflowStore, *run_ids: str, seconds_ago: float = 3600) -> None:
+    """Make runs look untouched for a while (what a crashed replica leaves behind)."""
+    stale = store.db.encode_time(datetime.now(UTC) - timedelta(seconds=seconds_ago))
+    with store.db.writing() as session:
+        for run_id in run_ids:
+            session.run(
+                "UPDATE workflow_runs SET updated_at = :stale WHERE id = :id", {"stale": stale, "id": run_id}
+            )

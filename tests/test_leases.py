@@ -16,22 +16,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from factories import empty_database, make_graph, present
+from factories import empty_database, make_graph, orphan, present
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from workflow_db import ConflictError, ValidationError, WorkflowRunStatus, WorkflowStore, connect
-
-
-def orphan(store: WorkflowStore, *run_ids: str, seconds_ago: float = 3600) -> None:
-    """Make runs look untouched for a while (what a crashed replica leaves behind)."""
-    stale = store.db.encode_time(datetime.now(UTC) - timedelta(seconds=seconds_ago))
-    with store.db.writing() as session:
-        for run_id in run_ids:
-            session.run(
-                "UPDATE workflow_runs SET updated_at = :stale WHERE id = :id", {"stale": stale, "id": run_id}
-            )
 
 
 @pytest.fixture

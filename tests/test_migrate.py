@@ -130,6 +130,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (5, "node_messages", "applied", True),
         (6, "change_feed", "applied", True),
         (7, "change_feed_run_lookup", "applied", True),
+        (8, "quiet_feed_and_fencing", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -489,7 +490,7 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             )
         before = _rows(db)
 
-        assert upgrade(db) == [2, 3, 4, 5, 6, 7]
+        assert upgrade(db) == [2, 3, 4, 5, 6, 7, 8]
 
         after = _rows(db)
         assert after.pop("workflow_node_states") == [
@@ -498,8 +499,8 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             for row in before.pop("workflow_node_states")
         ]
         assert after.pop("workflow_runs") == [
-            (*row, None, None, None, None)
-            for row in before.pop("workflow_runs")  # plus schema 3's lifecycle columns, NULL
+            (*row, None, None, None, None, 0, None)  # plus schema 3's lifecycle columns, NULL,
+            for row in before.pop("workflow_runs")  # and schema 8's lease_epoch 0 and lease_token NULL
         ]
         assert after == before
         with connect(db_url) as fresh:  # the same schema as a database migrated from nothing

@@ -16,8 +16,9 @@ from typing import Any
 
 from . import queries as q
 from .dialects.base import Dialect
-from .errors import ValidationError
+from .errors import ConflictError, ValidationError
 from .models import (
+    MAX_INTEGER,
     WorkflowGraph,
     WorkflowRun,
     WorkflowRunStatus,
@@ -180,9 +181,26 @@ def lease_params(
 
 
 def lifecycle_params(
-    db: Dialect, run_id: str, project_id: str | None, last_message: str | None
+    db: Dialect, run_id: str, project_id: str | None, last_message: str | None, lease_token: object = None
 ) -> dict[str, Any]:
     return id_params(run_id, "run_id", project_id) | {
         "last_message": check_text("last_message", last_message, optional=True),
         "now": db.encode_time(utc_now()),
+        "lease_token": check_lease_token(lease_token),
     }
+
+
+def check_lease_token(value: object) -> int | None:
+    """``lease_token=``: None (an unfenced write) or the token a claim issued (an integer >= 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INTEGER:
+        raise ValidationError(
+            f"lease_token: expected None or the lease_token a claim returned (an integer >= 1), got {value!r}"
+        )
+    return value
+
+
+def lost_lease(run_id: str, lease_token: int) -> ConflictError:
+    """The error of a write fenced by ``lease_token`` on a run no longer held under it (naming no owner)."""
+    return ConflictError(f"run {run_id!r}: lease {lease_token} is no longer held")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import queries as q
-from .calls import lifecycle_params
+from .calls import lifecycle_params, lost_lease
 from .dialects import AsyncDatabase
 from .dialects.base import fetch_all, fetch_one
 from .errors import ConflictError
@@ -52,13 +52,15 @@ class AsyncRunLifecycle:
         checkpoint: Any = None,
         last_message: str | None = None,
         project_id: str | None = None,
+        lease_token: int | None = None,
     ) -> WorkflowRun | None:
         """RUNNING -> PAUSED: sets ``paused_at`` and stores ``checkpoint`` (any JSON value, capped).
 
         ``checkpoint=None`` keeps the one stored before. None for an unknown
-        run; ConflictError naming the status of a run that is not RUNNING.
+        run; ConflictError naming the status of a run that is not RUNNING, or
+        when ``lease_token`` is given and the run is no longer held under it.
         """
-        params = lifecycle_params(self.db, run_id, project_id, last_message)
+        params = lifecycle_params(self.db, run_id, project_id, last_message, lease_token)
         params["checkpoint_json"] = (
             None if checkpoint is None else self.db.encode_json(self._json.encode("checkpoint", checkpoint))
         )
@@ -66,13 +68,19 @@ class AsyncRunLifecycle:
         return await self._moved(row, params, "pause", "running")
 
     async def resume_run(
-        self, run_id: str, *, last_message: str | None = None, project_id: str | None = None
+        self,
+        run_id: str,
+        *,
+        last_message: str | None = None,
+        project_id: str | None = None,
+        lease_token: int | None = None,
     ) -> WorkflowRun | None:
         """PAUSED -> RUNNING: clears ``paused_at``, keeps ``checkpoint`` to resume from.
 
-        None for an unknown run; ConflictError naming the status of a run that is not PAUSED.
+        None for an unknown run; ConflictError naming the status of a run that is
+        not PAUSED, or when ``lease_token`` is given and the run is no longer held under it.
         """
-        params = lifecycle_params(self.db, run_id, project_id, last_message)
+        params = lifecycle_params(self.db, run_id, project_id, last_message, lease_token)
         row = await self.db.write(q.RESUME_RUN.pick(project_id), params, fetch_one)
         return await self._moved(row, params, "resume", "paused")
 
@@ -88,8 +96,11 @@ class AsyncRunLifecycle:
         """The run a transition returned; else None if absent, or ConflictError naming its status."""
         if row is not None:
             return run_from_row(row)
-        current = await self.db.read(q.GET_RUN.pick(params["project_id"]), params, fetch_one)
-        if current is None:
+        stored = await self.db.read(q.GET_RUN.pick(params["project_id"]), params, fetch_one)
+        if stored is None:
             return None
-        status = run_from_row(current).status.value
+        current, token = run_from_row(stored), params["lease_token"]
+        if token is not None and current.lease_token != token:
+            raise lost_lease(params["id"], token)
+        status = current.status.value
         raise ConflictError(f"run {params['id']!r} is {status}: {verb}_run needs a {allowed} run")

@@ -216,8 +216,10 @@ class WorkflowGraph:
 class WorkflowRun(LazyFields):
     """One run of a workflow, pinned to the graph version it started with.
 
-    ``paused_at`` and ``checkpoint`` are set by ``pause_run``; ``owner`` and
-    ``lease_expires_at`` while a service process holds the run.
+    ``paused_at`` and ``checkpoint`` are set by ``pause_run``; ``owner``,
+    ``lease_expires_at`` and ``lease_token`` while a service process holds the
+    run: ``lease_token`` is the fencing token its claim issued (pass it as
+    ``lease_token=`` to the writes made on behalf of that claim).
     """
 
     id: str
@@ -235,6 +237,7 @@ class WorkflowRun(LazyFields):
     checkpoint: Any = None
     owner: str | None = None
     lease_expires_at: datetime | None = None
+    lease_token: int | None = None
 
 
 @decoded_on_read

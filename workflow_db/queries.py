@@ -68,6 +68,14 @@ through PgBouncer in transaction mode, and costs no round trip); on SQLite,
 whose writers queue for the busy timeout, it stays ``TRUE``.
 """
 
+FENCED = " AND (lease_token = :lease_token OR :lease_token IS NULL)"
+"""The fence of a write on behalf of a lease (``lease_token=``), in the write's own WHERE.
+
+Given, the run must be held under that very token: a later claim issued
+another, a release or a terminal status cleared it. None: unfenced.
+"""
+FENCED_NODE_RUN = FENCED.replace("(lease_token", "(r.lease_token")
+
 TERMINAL_RUN_SQL = _sql_list(TERMINAL_RUN_STATUSES)
 TERMINAL_NODE_SQL = _sql_list(TERMINAL_NODE_STATUSES)
 OUTSIDE_GRAPH_POSITION = 2_147_483_647
@@ -155,7 +163,7 @@ _RUN_STORED_AT_START = (
     "started_at, finished_at, last_message, updated_at"
 )
 """The columns create_run and the importer write; the lifecycle's start empty."""
-RUN_COLUMNS = f"{_RUN_STORED_AT_START}, paused_at, checkpoint_json, owner, lease_expires_at"
+RUN_COLUMNS = f"{_RUN_STORED_AT_START}, paused_at, checkpoint_json, owner, lease_expires_at, lease_token"
 
 # One statement: pins the graph's current version and (by trigger) creates the
 # PENDING node states of that version. An unknown graph, or a project_id that
@@ -196,8 +204,9 @@ _UPDATE_RUN_STATUS = f"""
         paused_at = CASE WHEN :leaves_pause THEN NULL ELSE paused_at END,
         owner = CASE WHEN :release THEN NULL ELSE owner END,
         lease_expires_at = CASE WHEN :release THEN NULL ELSE lease_expires_at END,
+        lease_token = CASE WHEN :release THEN NULL ELSE lease_token END,
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id AND {BOUNDED_LOCK_WAIT}{{scope}}"""
+    WHERE id = :id AND {BOUNDED_LOCK_WAIT}{FENCED}{{scope}}"""
 UPDATE_RUN_STATUS = Scoped.of(f"{_UPDATE_RUN_STATUS} RETURNING {RUN_COLUMNS}", IN_PROJECT)
 UPDATE_RUN_STATUS_IF = Scoped.of(
     f"{_UPDATE_RUN_STATUS} AND status = :expected_status RETURNING {RUN_COLUMNS}", IN_PROJECT
@@ -282,7 +291,8 @@ _ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
 # the state's updated_at; the heartbeat trigger (schema 2) moves the run's.
 _NODE_RUN = f"""
     FROM workflow_runs AS r
-    WHERE r.id = :run_id AND r.status <> 'cancelled' AND {BOUNDED_LOCK_WAIT}{{scope}}{{lock}}"""
+    WHERE r.id = :run_id AND r.status <> 'cancelled'
+      AND {BOUNDED_LOCK_WAIT}{FENCED_NODE_RUN}{{scope}}{{lock}}"""
 
 
 def _node_write(template: str, **dialect_parts: dict[str, str]) -> Scoped[DialectSQL]:
@@ -373,7 +383,7 @@ CANCEL_RUN = Scoped.of(
         status = 'cancelled',
         finished_at = COALESCE(finished_at, :now),
         last_message = COALESCE(:last_message, last_message),
-        paused_at = NULL, owner = NULL, lease_expires_at = NULL,
+        paused_at = NULL, owner = NULL, lease_expires_at = NULL, lease_token = NULL,
         updated_at = wf_strictly_after(updated_at, :now)
     WHERE id = :id AND status IN ('pending', 'running', 'paused') AND {BOUNDED_LOCK_WAIT}{{scope}}
     RETURNING {RUN_COLUMNS}""",
@@ -391,7 +401,7 @@ PAUSE_RUN = Scoped.of(
         checkpoint_json = COALESCE(:checkpoint_json, checkpoint_json),
         last_message = COALESCE(:last_message, last_message),
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id AND status = 'running' AND {BOUNDED_LOCK_WAIT}{{scope}}
+    WHERE id = :id AND status = 'running' AND {BOUNDED_LOCK_WAIT}{FENCED}{{scope}}
     RETURNING {RUN_COLUMNS}""",
     IN_PROJECT,
 )
@@ -403,7 +413,7 @@ RESUME_RUN = Scoped.of(
         paused_at = NULL,
         last_message = COALESCE(:last_message, last_message),
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id = :id AND status = 'paused' AND {BOUNDED_LOCK_WAIT}{{scope}}
+    WHERE id = :id AND status = 'paused' AND {BOUNDED_LOCK_WAIT}{FENCED}{{scope}}
     RETURNING {RUN_COLUMNS}""",
     IN_PROJECT,
 )
@@ -428,7 +438,11 @@ RUN_SUMMARY = _scoped_node_read(
 # The database's clock on both sides of every comparison: wf_now() and
 # wf_seconds_from_now(s) (schema 4 on PostgreSQL, the SQLite dialect's functions).
 
+# A claim that does not find ``owner`` holding the run issues a new fencing token,
+# greater than any the run had (lease_epoch counts them); a renewal keeps it.
 _TAKE_LEASE = """
+        lease_epoch = CASE WHEN owner = :owner THEN lease_epoch ELSE lease_epoch + 1 END,
+        lease_token = CASE WHEN owner = :owner THEN lease_token ELSE lease_epoch + 1 END,
         owner = :owner,
         lease_expires_at = wf_seconds_from_now(:lease_seconds),
         updated_at = wf_strictly_after(updated_at, :now)"""
@@ -447,7 +461,8 @@ CLAIM_RUN = Scoped.of(
 RELEASE_RUN = Scoped.of(
     f"""
     UPDATE workflow_runs SET
-        owner = NULL, lease_expires_at = NULL, updated_at = wf_strictly_after(updated_at, :now)
+        owner = NULL, lease_expires_at = NULL, lease_token = NULL,
+        updated_at = wf_strictly_after(updated_at, :now)
     WHERE id = :id AND owner = :owner AND {BOUNDED_LOCK_WAIT}{{scope}}
     RETURNING {RUN_COLUMNS}""",
     IN_PROJECT,
@@ -469,10 +484,10 @@ _CLAIM_ORPHANED_RUNS = f"""
                 ORDER BY lease_expires_at LIMIT :limit{{lock}}) AS expired
             UNION ALL
             SELECT id, since FROM (
-                SELECT id, updated_at AS since FROM workflow_runs
+                SELECT id, started_at AS since FROM workflow_runs
                 WHERE status IN {{statuses}} AND owner IS NULL
                   AND updated_at < wf_seconds_from_now(-:lease_seconds){{scope}}
-                ORDER BY updated_at LIMIT :limit{{lock}}) AS unowned
+                ORDER BY started_at LIMIT :limit{{lock}}) AS unowned
         ) AS free
         ORDER BY since LIMIT :limit)
       AND {BOUNDED_LOCK_WAIT}

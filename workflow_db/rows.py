@@ -86,6 +86,7 @@ def _run_values(row: Row) -> tuple[Any, ...]:
         None if row[12] is None else _json(row[12]),
         row[13],
         None if row[14] is None else _time[type(row[14])](row[14]),
+        row[15],
     )
 
 

@@ -22,8 +22,10 @@ from .calls import (
     RUN_PAGES,
     UPDATE_RETRIES,
     Pages,
+    check_lease_token,
     graph_changes,
     keyset,
+    lost_lease,
     run_filters,
     select,
     unknown_after,
@@ -376,6 +378,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         output: Any = None,
         expected_status: WorkflowRunStatus | str | None = None,
         project_id: str | None = None,
+        lease_token: int | None = None,
     ) -> WorkflowRun | None:
         """Change a run's status, ``last_message`` and/or ``output`` in one statement.
 
@@ -383,8 +386,9 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         one is kept); leaving a terminal status clears it. ``updated_at``
         always grows, so a call with nothing else given is a heartbeat.
         ``expected_status`` makes it compare-and-set (ConflictError on
-        mismatch). Returns None, changing nothing, if the run is absent (or of
-        another project than ``project_id``).
+        mismatch). ``lease_token`` fences it: it happens only while the run is
+        held under that token (else ConflictError). Returns None, changing
+        nothing, if the run is absent (or of another project than ``project_id``).
         """
         new_status = to_status(WorkflowRunStatus, status) if status is not None else None
         expected = (
@@ -407,16 +411,22 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             "expected_status": expected.value if expected is not None else None,
             "leaves_pause": new_status is not None and new_status is not WorkflowRunStatus.PAUSED,
             "release": new_status in TERMINAL_RUN_STATUSES,  # a finished run is nobody's
+            "lease_token": check_lease_token(lease_token),
         }
         sql = (q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF).pick(project_id)
         row = self.db.write(sql, params, fetch_one)
         if row is not None:
             return run_from_row(row)
-        if expected is None:
+        token = params["lease_token"]
+        if expected is None and token is None:
             return None
         current = self.get_run(run_id, project_id=project_id)
         if current is None:
             return None
+        # A token never comes back: without expected_status, only the fence refuses.
+        if token is not None and (expected is None or current.lease_token != token):
+            raise lost_lease(run_id, token)
+        assert expected is not None
         raise ConflictError(f"run {run_id!r} is {current.status.value}, not the expected {expected.value}")
 
     def prune_runs(
@@ -456,6 +466,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         messages: list[str] | None = None,
         error: str | None = None,
         project_id: str | None = None,
+        lease_token: int | None = None,
     ) -> WorkflowNodeState:
         """Create or change a node's state; only the given fields change.
 
@@ -464,7 +475,8 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         clears ``completed_at``); entering COMPLETED, FAILED or SKIPPED sets
         ``completed_at``. The run's ``updated_at`` moves forward with it (a
         heartbeat). Raises IntegrityError for an unknown run, or one of
-        another project than ``project_id``.
+        another project than ``project_id``; ConflictError when ``lease_token``
+        is given and the run is no longer held under it (nothing written).
         """
         node_id = check_id("node_id", node_id)
         given_status = to_status(WorkflowNodeStatus, status) if status is not None else None
@@ -496,13 +508,20 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             "insert_messages_bytes": messages_bytes or 2,
             "insert_started_at": now if insert_status is WorkflowNodeStatus.RUNNING else None,
             "insert_completed_at": now if insert_status in TERMINAL_NODE_STATUSES else None,
+            "lease_token": check_lease_token(lease_token),
         }
         state = self._write_node_state(q.SET_NODE_STATE.pick(project_id), params)
         assert state is not None  # an upsert without a WHERE always returns its row
         return state
 
     def append_node_message(
-        self, run_id: str, node_id: str, message: str, *, project_id: str | None = None
+        self,
+        run_id: str,
+        node_id: str,
+        message: str,
+        *,
+        project_id: str | None = None,
+        lease_token: int | None = None,
     ) -> WorkflowNodeState:
         """Append ``message`` to a node's messages atomically (concurrent appends all survive).
 
@@ -511,7 +530,8 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         list). A node with no state yet gets one (PENDING); the run's
         ``updated_at`` moves forward (a heartbeat). Raises IntegrityError for an
         unknown run (or one of another project than ``project_id``),
-        ValidationError if the list would outgrow max_json_bytes.
+        ValidationError if the list would outgrow max_json_bytes, ConflictError
+        when ``lease_token`` is given and the run is no longer held under it.
         """
         node_id = check_id("node_id", node_id)
         message = str(check_text("message", message))
@@ -524,6 +544,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             "messages_json": self.db.encode_json(encoded),
             "added_bytes": len(encoded.encode("utf-8")) - 1,
             "max_bytes": self._json.max_bytes,
+            "lease_token": check_lease_token(lease_token),
         }
         state = self._write_node_state(q.APPEND_NODE_MESSAGE.pick(project_id), params)
         if state is None:  # the upsert's WHERE refused: the list would not fit
@@ -546,6 +567,9 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         run = self._get(q.GET_RUN.pick(project_id), id_params(run_id, "run_id", project_id), run_from_row)
         if run is None:
             raise IntegrityError(f"run_id: no run {run_id!r}")
+        token = params["lease_token"]
+        if token is not None and run.lease_token != token:
+            raise lost_lease(run_id, token)
         if run.status is WorkflowRunStatus.CANCELLED:
             raise ConflictError(f"run {run_id!r} is cancelled: its node states are final")
         return None

@@ -203,6 +203,10 @@ class Dialect(ABC):
     def wake_watchers(self) -> None:
         """Wake this process's watchers of the feed: a change may have committed."""
 
+    def committed(self) -> None:
+        """A write of this process committed: wake its watchers (PostgreSQL also tells other processes)."""
+        self.wake_watchers()
+
     @abstractmethod
     def _convert(self, sql: str) -> str:
         """Convert ``:name`` placeholders to the driver's style."""
@@ -306,7 +310,7 @@ class Database(Dialect):
             with session.savepoint():
                 return session.execute(sql, params, fetch)
         result = self._write(sql, params, fetch)
-        self.changes.bump()
+        self.committed()
         return result
 
     # -- units of several statements ----------------------------------------------
@@ -339,7 +343,7 @@ class Database(Dialect):
             finally:
                 self._local.session = None
         if not quiet:
-            self.changes.bump()
+            self.committed()
 
     def wake_watchers(self) -> None:
         """Wake this process's watchers of the feed: a change may have committed."""

@@ -151,7 +151,7 @@ class AsyncDatabase(Dialect):
             async with session.savepoint():
                 return await session.execute(sql, params, fetch)
         result = await self._write(sql, params, fetch)
-        self.changes.bump()
+        self.committed()
         return result
 
     # -- units of several statements -------------------------------------------------------
@@ -184,7 +184,7 @@ class AsyncDatabase(Dialect):
             finally:
                 self._transaction.reset(token)
         if not quiet:
-            self.changes.bump()
+            self.committed()
 
     def wake_watchers(self) -> None:
         """Wake this process's watchers of the feed: a change may have committed."""

@@ -13,6 +13,13 @@ lazily, so SQLite users never load it.
 * With ``listen_url``, one more connection of its own (not pooled) LISTENs
   for the change feed's NOTIFY and wakes this process's watchers; when it
   drops, watchers poll until it is back (retried with a growing pause).
+* A process announces its own commits to other processes' watchers from one
+  more connection of its own, opened at the first write: after a commit it
+  sends ``NOTIFY``, at most one every ANNOUNCE_GAP seconds, in a transaction
+  of its own. A transaction that queued a notification commits under one
+  database-wide lock held through its WAL flush; sent from every writer's
+  transaction (schema 6 and 7's triggers), it made all writers commit one
+  after another.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import re
 import select
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -59,7 +67,10 @@ MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
 MIGRATION_LOCK_POLL_SECONDS = 0.2
 
 LISTEN_CHANNEL = "workflow_changes"
-"""The channel schema 6's triggers NOTIFY on every writing statement."""
+"""The channel on which processes announce their commits (:meth:`PostgresDialect._announce`)."""
+ANNOUNCEMENT = f"NOTIFY {LISTEN_CHANNEL}"
+ANNOUNCE_GAP = 0.005
+"""A process sends at most one NOTIFY per this many seconds, however many writes it commits."""
 LISTEN_RETRY_SECONDS = (0.05, 5.0)
 """The first and the longest pause before connecting the listener again."""
 LISTEN_WAKE_GAP = 0.005
@@ -207,6 +218,9 @@ class PostgresDialect(Dialect):
         self._listen_conninfo = listen_conninfo
         self.listening = False
         """Whether the LISTEN connection is up (watchers then poll only as a safety net)."""
+        self.announce_commits = True
+        """Whether this process announces its commits to other processes' watchers (one NOTIFY per
+        ANNOUNCE_GAP at most, after the commits). Off, they see its changes when they poll."""
         self._secrets = secrets
         self._conninfo = conninfo
         self._connect_kwargs = {
@@ -224,6 +238,11 @@ class PostgresDialect(Dialect):
         }
         """What the sync and the async pool are made with, besides ``check`` and ``configure``."""
         self._listen_kwargs = {**self._connect_kwargs, "application_name": "workflow_db listen"}
+        self._announce_kwargs = {
+            **self._connect_kwargs,
+            "prepare_threshold": None,
+            "application_name": "workflow_db announce",
+        }
 
     @property
     def change_poll_interval(self) -> float:
@@ -248,6 +267,20 @@ class PostgresDialect(Dialect):
         )
         self.listening = False
         self.wake_watchers()
+
+    def committed(self) -> None:
+        """A write of this process committed: wake its watchers, and announce it to other processes."""
+        self.wake_watchers()
+        if self.announce_commits:
+            self._announce()
+
+    @abstractmethod
+    def _announce(self) -> None:
+        """Have one NOTIFY sent soon, outside every writer's transaction (coalesced per ANNOUNCE_GAP)."""
+
+    def _announce_failed(self, exc: BaseException) -> None:
+        """Announcing commits failed (the server is away): watchers elsewhere see them when they poll."""
+        logger.debug("announcing commits to %s: %s", self.display_url, _reason(self._scrub(str(exc))))
 
     def _login_failure(
         self, exc: psycopg.OperationalError, waited_enough: bool
@@ -376,6 +409,8 @@ class PostgresDatabase(PostgresDialect, Database):
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._closing = threading.Event()
+        self._announcer: threading.Thread | None = None
+        self._announcement = threading.Event()
         self._pool = psycopg_pool.ConnectionPool(
             conninfo, check=self._check, configure=self._configure, **self._pool_options
         )
@@ -506,9 +541,47 @@ class PostgresDatabase(PostgresDialect, Database):
 
     def _close(self) -> None:
         self._closing.set()
-        if self._listener is not None:
-            self._listener.join()
+        self._announcement.set()
+        for thread in (self._listener, self._announcer):
+            if thread is not None:
+                thread.join()
         self._pool.close()
+
+    # -- announcing this process's commits -----------------------------------------------
+
+    def _announce(self) -> None:
+        """Wake the announcer thread (started at the first commit): it sends one NOTIFY soon."""
+        self._announcement.set()
+        if self._announcer is None:
+            with self._listener_lock:
+                if self._announcer is None and not self._closing.is_set():
+                    self._announcer = threading.Thread(
+                        target=self._announce_commits, name="workflow_db-announce", daemon=True
+                    )
+                    self._announcer.start()
+
+    def _announce_commits(self) -> None:
+        """NOTIFY after commits, at most once per ANNOUNCE_GAP, from a connection of its own."""
+        connection: psycopg.Connection[Any] | None = None
+        try:
+            while True:
+                self._announcement.wait()
+                if self._closing.is_set():
+                    return
+                self._announcement.clear()
+                try:
+                    if connection is None or connection.closed:
+                        connection = psycopg.Connection.connect(self._conninfo, **self._announce_kwargs)
+                    connection.execute(ANNOUNCEMENT)
+                except psycopg.Error as exc:
+                    self._announce_failed(exc)
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+                self._closing.wait(ANNOUNCE_GAP)
+        finally:
+            if connection is not None:
+                connection.close()
 
     # -- the change feed's listener ----------------------------------------------------
 

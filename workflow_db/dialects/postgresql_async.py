@@ -21,7 +21,15 @@ import psycopg_pool
 
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_none, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
-from .postgresql import LISTEN_CHANNEL, LISTEN_RETRY_SECONDS, LISTEN_WAKE_GAP, PostgresDialect, queue_command
+from .postgresql import (
+    ANNOUNCE_GAP,
+    ANNOUNCEMENT,
+    LISTEN_CHANNEL,
+    LISTEN_RETRY_SECONDS,
+    LISTEN_WAKE_GAP,
+    PostgresDialect,
+    queue_command,
+)
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -115,6 +123,8 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     def __init__(self, conninfo: str, **options: Any) -> None:
         super().__init__(conninfo, **options)
         self._listener: asyncio.Task[None] | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._announcement = asyncio.Event()
         self._pool = self._async_pool = psycopg_pool.AsyncConnectionPool(
             conninfo, check=self._check, configure=self._configure_async, **self._pool_options
         )
@@ -208,11 +218,45 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                     await connection.close()
 
     async def _close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._announcer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._async_pool.close()
+
+    # -- announcing this process's commits -----------------------------------------------
+
+    def _announce(self) -> None:
+        """Wake the announcer task (started at the first commit): it sends one NOTIFY soon."""
+        self._announcement.set()
+        if self._announcer is None:
+            self._announcer = asyncio.get_running_loop().create_task(
+                self._announce_commits(), name="workflow_db-announce"
+            )
+
+    async def _announce_commits(self) -> None:
+        """NOTIFY after commits, at most once per ANNOUNCE_GAP, from a connection of its own."""
+        connection: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await self._announcement.wait()
+                self._announcement.clear()
+                try:
+                    if connection is None or connection.closed:
+                        connection = await psycopg.AsyncConnection.connect(
+                            self._conninfo, **self._announce_kwargs
+                        )
+                    await connection.execute(ANNOUNCEMENT)
+                except psycopg.Error as exc:
+                    self._announce_failed(exc)
+                    if connection is not None:
+                        await connection.close()
+                    connection = None
+                await asyncio.sleep(ANNOUNCE_GAP)
+        finally:
+            if connection is not None:
+                await connection.close()
 
     # -- the change feed's listener ----------------------------------------------------
 
