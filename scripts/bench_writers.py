@@ -16,8 +16,8 @@ contenders take turns over ``--rounds`` rounds:
 
 Meanwhile a watcher in another process (LISTEN on the same server) echoes a
 probe run's changes; in both store rounds a probe writes it every 20 ms, and
-in the first the latency runs from the probe call's return to the echo. A sampler reads what the active backends
-wait on every 5 ms.
+in the first the latency runs from the probe call's return to the echo. A
+sampler reads what the active backends wait on every 5 ms.
 """
 
 from __future__ import annotations
