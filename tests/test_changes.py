@@ -536,3 +536,34 @@ def test_listen_url_must_be_a_postgresql_url(tmp_path: Path) -> None:
     assert "secret" not in str(refused.value)
     with pytest.raises(ValueError, match="poll_interval: expected a positive number"):
         connect(f"sqlite:///{tmp_path / 'x.db'}", poll_interval=0)
+
+
+def test_writers_queue_no_notification_the_process_announces_after_commit(
+    pg_urls: tuple[str, str], open_store: OpenStore
+) -> None:
+    """Schema 8: a transaction that queued a NOTIFY commits under a database-wide lock, after every
+    other such transaction; so no writer's transaction notifies: the feed's triggers are quiet and
+    the writing process announces its commits from a connection of its own."""
+    db_url, direct_url = pg_urls
+    store = open_store(db_url, poll_interval=3600)
+    run = store.create_run(make_graph(store, "proj_a", "a").id)
+    with (
+        psycopg.connect(direct_url, autocommit=True) as listener,
+        psycopg.connect(direct_url, autocommit=True) as writer,
+    ):
+        listener.execute("LISTEN workflow_changes")
+        # A write that fires every feed trigger, then a marker from the same backend: NOTIFY
+        # is delivered in commit order, so a trigger's notification would come first.
+        writer.execute(
+            "UPDATE workflow_node_states SET progress = 0.3, updated_at = now() WHERE run_id = %s", (run.id,)
+        )
+        writer.execute("UPDATE workflow_runs SET last_message = 'raw' WHERE id = %s", (run.id,))
+        writer.execute("NOTIFY workflow_changes, 'marker'")
+        first = next(listener.notifies(timeout=30))
+        assert first.payload == "marker"
+        store.set_node_state(run.id, "a", progress=0.6)
+        announced = next(listener.notifies(timeout=30))
+        row = listener.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (announced.pid,)
+        ).fetchone()
+        assert row == ("workflow_db announce",)

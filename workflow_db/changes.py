@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import queries as q
-from .dialects.base import DialectSQL, Row
+from .dialects.base import Dialect, DialectSQL, Row
 from .errors import ValidationError
 from .models import MAX_INTEGER, WorkflowNodeState, WorkflowRun, check_count, check_key
 from .rows import RUN_WIDTH, node_state_from_row, run_from_row
@@ -178,3 +179,16 @@ class ChangeWindow:
                     found.append(change)
             found.reverse()
             return found, max(cursor, self.head)
+
+
+_WINDOWS: weakref.WeakKeyDictionary[Dialect, ChangeWindow] = weakref.WeakKeyDictionary()
+_WINDOWS_LOCK = threading.Lock()
+
+
+def change_window(db: Dialect) -> ChangeWindow:
+    """The window this process's watchers of ``db`` share (made at the first call, gone with ``db``)."""
+    window = _WINDOWS.get(db)
+    if window is None:
+        with _WINDOWS_LOCK:
+            window = _WINDOWS.setdefault(db, ChangeWindow())
+    return window

@@ -18,7 +18,14 @@ import time
 from collections.abc import Iterator
 
 from . import queries as q
-from .changes import DEFAULT_CHANGE_PAGE, Change, ChangeQuery, change_from_row, check_timeout
+from .changes import (
+    DEFAULT_CHANGE_PAGE,
+    Change,
+    ChangeQuery,
+    change_from_row,
+    change_window,
+    check_timeout,
+)
 from .dialects import Database
 from .dialects.base import fetch_all, fetch_none, fetch_one
 from .errors import DatabaseUnavailableError
@@ -113,7 +120,7 @@ class ChangeFeed:
 
     def _changes_after(self, query: ChangeQuery, cursor: int, generation: int) -> tuple[list[Change], int]:
         """What ``query`` holds after ``cursor``, and the cursor to continue from."""
-        window = self.db.change_window
+        window = change_window(self.db)
         if not window.is_fresh(generation, self.db.change_poll_interval):
             self._refresh_window(generation)
         found = window.since(cursor, query.project_id, query.run_id)
@@ -129,7 +136,7 @@ class ChangeFeed:
     def _refresh_window(self, generation: int) -> None:
         """Read what is new into the window, unless another watcher did since ``generation``."""
         db = self.db
-        window, signal = db.change_window, db.changes
+        window, signal = change_window(db), db.changes
         with signal.fetching:
             if window.is_fresh(generation, db.change_poll_interval):
                 return

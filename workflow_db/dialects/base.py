@@ -15,12 +15,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from ..errors import WorkflowDBError
-
-if TYPE_CHECKING:
-    from ..changes import ChangeWindow
 
 Params = Mapping[str, Any] | Sequence[Any]
 Row = tuple[Any, ...]
@@ -164,15 +161,11 @@ class Dialect(ABC):
     def __init__(
         self, timeout: float, display_url: str, poll_interval: float = DEFAULT_POLL_INTERVAL
     ) -> None:
-        from ..changes import ChangeWindow  # the feed's module imports the dialects: not at load time
-
         self.timeout = timeout
         self.display_url = display_url
         """The database's URL with any password hidden: for messages and logs."""
         self.poll_interval = poll_interval
         """Seconds between two looks at the feed while watchers wait and nothing wakes them."""
-        self.change_window: ChangeWindow = ChangeWindow()
-        """The newest changes, shared by this process's watchers of this database."""
         self.closed = False
         """Set by ``close()``: watchers end."""
         self._prepared: dict[SQL, str] = {}
