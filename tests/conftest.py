@@ -206,3 +206,12 @@ async def _open(url: str) -> AsyncDatabase:
 def store(make_store: MakeStore) -> WorkflowStore:
     """The store every behaviour test runs against: both kinds, both databases."""
     return make_store()
+
+
+@pytest.fixture
+def pg_urls(pg_server: PostgresServer | None) -> Iterator[tuple[str, str]]:
+    """A migrated PostgreSQL database: the store's URL (through PgBouncer when tested so) and a direct one."""
+    server = require_pg(pg_server)
+    name = server.create_database(template=server.template)
+    yield server.client_url_for(name), server.url_for(name)
+    server.drop_database(name)

@@ -15,7 +15,6 @@ from typing import Any, cast
 import psycopg
 import pytest
 from blocking import BlockingStore, LoopThread
-from conftest import PostgresServer, require_pg
 from factories import make_graph, present, run_threads
 
 from workflow_db import (
@@ -410,15 +409,6 @@ def test_a_change_committed_in_another_process_reaches_a_watcher(store: Workflow
 
 
 # -- LISTEN / NOTIFY (PostgreSQL) -----------------------------------------------------------
-
-
-@pytest.fixture
-def pg_urls(pg_server: PostgresServer | None) -> Iterator[tuple[str, str]]:
-    """A migrated PostgreSQL database: the store's URL (through PgBouncer when tested so) and a direct one."""
-    server = require_pg(pg_server)
-    name = server.create_database(template=server.template)
-    yield server.client_url_for(name), server.url_for(name)
-    server.drop_database(name)
 
 
 OpenStore = Callable[..., WorkflowStore]

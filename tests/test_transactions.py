@@ -7,10 +7,12 @@ import sys
 import textwrap
 
 import pytest
-from factories import graph_structure, make_graph, present
+from factories import another_connection_holding, graph_structure, make_graph, present
 
 from workflow_db import (
+    DatabaseUnavailableError,
     IntegrityError,
+    WorkflowDBError,
     WorkflowGraph,
     WorkflowNodeStatus,
     WorkflowRunStatus,
@@ -59,6 +61,44 @@ def test_failed_call_inside_transaction_writes_nothing_of_its_own(store: Workflo
         store.update_run_status(run.id, "running")
     assert present(store.get_run(run.id)).status is WorkflowRunStatus.RUNNING
     assert store.count_runs() == 1
+
+
+def test_a_refused_create_run_leaves_the_transaction_going(store: WorkflowStore) -> None:
+    """create_run of an unknown graph or a taken id writes nothing, inside a transaction too."""
+    graph = make_graph(store)
+    with store.transaction():
+        run = store.create_run(graph.id, id="r1")
+        with pytest.raises(IntegrityError, match=r"^workflow_id: no graph 'nope'$"):
+            store.create_run("nope")
+        with pytest.raises(IntegrityError, match=r"^id: a run 'r1' already exists$"):
+            store.create_run(graph.id, id="r1")
+        store.set_node_state(run.id, "a", progress=0.5)
+    assert present(store.get_node_state(run.id, "a")).progress == 0.5
+    assert store.count_runs() == 1
+
+
+def test_a_lock_wait_past_the_timeout_inside_a_transaction_ends_it(pg_urls: tuple[str, str]) -> None:
+    """A single-statement call has no savepoint of its own (a statement writes all or nothing):
+    when PostgreSQL gives up on it, the transaction can only roll back, and says so. (SQLite's
+    transaction holds the file's write lock from its start: it never waits inside.)"""
+    db_url, _ = pg_urls
+    with connect(db_url) as db:
+        store = WorkflowStore(db)
+        run = store.create_run(make_graph(store, "p", "a").id)
+        other = store.create_run(run.workflow_id)
+    with connect(db_url, timeout=0.5) as db:
+        store = WorkflowStore(db)
+        with (
+            another_connection_holding(db_url, run.id),
+            pytest.raises(WorkflowDBError, match="can only be rolled back"),
+            store.transaction(),
+        ):
+            store.update_run_status(other.id, "running")
+            with pytest.raises(DatabaseUnavailableError, match=r"timeout of 0\.5 s"):
+                store.set_node_state(run.id, "a", progress=0.5)
+            store.set_node_state(other.id, "a", progress=0.5)
+        assert present(store.get_run(other.id)).status is WorkflowRunStatus.PENDING  # all rolled back
+        assert present(store.get_node_state(other.id, "a")).progress == 0.0
 
 
 def test_restart_keeps_everything(db_url: str) -> None:

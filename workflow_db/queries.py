@@ -166,18 +166,16 @@ _RUN_STORED_AT_START = (
 RUN_COLUMNS = f"{_RUN_STORED_AT_START}, paused_at, checkpoint_json, owner, lease_expires_at, lease_token"
 
 # One statement: pins the graph's current version and (by trigger) creates the
-# PENDING node states of that version. An unknown graph, or a project_id that
-# is not the graph's, leaves project_id NULL and the NOT NULL constraint refuses it.
+# PENDING node states of that version. An unknown graph (or one of another
+# project than :project_id) or a taken id writes nothing and returns no row: the
+# server never refuses it, so inside a transaction it needs no savepoint.
 INSERT_RUN = f"""
     INSERT INTO workflow_runs ({_RUN_STORED_AT_START})
-    SELECT
-        :id,
-        (SELECT project_id FROM workflow_graphs
-         WHERE id = :workflow_id AND project_id = COALESCE(:project_id, project_id)),
-        :workflow_id,
-        (SELECT version FROM workflow_graphs WHERE id = :workflow_id),
-        :status, :input_json, NULL, :now, :finished_at, :last_message, :now
-    WHERE {BOUNDED_LOCK_WAIT}
+    SELECT :id, g.project_id, g.id, g.version, :status, :input_json, NULL, :now, :finished_at,
+           :last_message, :now
+    FROM workflow_graphs AS g
+    WHERE g.id = :workflow_id AND g.project_id = COALESCE(:project_id, g.project_id) AND {BOUNDED_LOCK_WAIT}
+    ON CONFLICT (id) DO NOTHING
     RETURNING {RUN_COLUMNS}"""
 
 GET_RUN = Scoped.of(f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id{{scope}}", IN_PROJECT)

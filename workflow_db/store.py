@@ -156,7 +156,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             "now": self._now(),
         }
         try:
-            row = self.db.write(q.INSERT_GRAPH, params, fetch_one)
+            row = self.db.write(q.INSERT_GRAPH, params, fetch_one, refusable=True)
         except IntegrityError as exc:
             if self._exists(q.GRAPH_EXISTS.any_project, graph_id):
                 raise IntegrityError(f"id: a graph {graph_id!r} already exists") from exc
@@ -309,22 +309,13 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             "finished_at": now if run_status in TERMINAL_RUN_STATUSES else None,
             "last_message": check_text("last_message", last_message, optional=True),
         }
-        try:
-            row = self.db.write(q.INSERT_RUN, params, fetch_one)
-        except IntegrityError as exc:
-            self._explain_refused_run(workflow_id, project_id, run_id, exc)
-            raise
-        assert row is not None
-        return run_from_row(row)
-
-    def _explain_refused_run(
-        self, workflow_id: str, project_id: str | None, run_id: str, exc: IntegrityError
-    ) -> None:
+        row = self.db.write(q.INSERT_RUN, params, fetch_one)
+        if row is not None:
+            return run_from_row(row)
         if not self._exists(q.GRAPH_EXISTS.pick(project_id), workflow_id, project_id):
             # Word for word the same for a graph of another project: nothing reveals it exists.
-            raise IntegrityError(f"workflow_id: no graph {workflow_id!r}") from exc
-        if self._exists(q.RUN_EXISTS.any_project, run_id):
-            raise IntegrityError(f"id: a run {run_id!r} already exists") from exc
+            raise IntegrityError(f"workflow_id: no graph {workflow_id!r}")
+        raise IntegrityError(f"id: a run {run_id!r} already exists")
 
     def get_run(self, run_id: str, *, project_id: str | None = None) -> WorkflowRun | None:
         """The run ``run_id``, or None (also for a run of another project than ``project_id``)."""

@@ -296,10 +296,21 @@ class Database(Dialect):
             return session.execute(sql, params, fetch)
         return self._read(sql, params, fetch)
 
-    def write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run one writing statement atomically (inside a transaction: as a savepoint of it)."""
+    def write(self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False) -> T:
+        """Run one writing statement atomically.
+
+        Inside a transaction it joins it: a statement the server may refuse
+        (``refusable``: a constraint it checks) runs in a savepoint of its own,
+        so its failure undoes it alone and the transaction goes on. Any other
+        statement needs none (a subtransaction and, on PostgreSQL, a MultiXact
+        each: most of a unit of work's price): it writes all or nothing, and
+        fails only when the connection or a lock wait does, which ends the
+        transaction anyway.
+        """
         session = self._local.session
         if session is not None:
+            if not refusable:
+                return session.execute(sql, params, fetch)
             with session.savepoint():
                 return session.execute(sql, params, fetch)
         result = self._write(sql, params, fetch)

@@ -144,10 +144,13 @@ class AsyncDatabase(Dialect):
             return await session.execute(sql, params, fetch)
         return await self._read(sql, params, fetch)
 
-    async def write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run one writing statement atomically (inside the task's transaction: as a savepoint of it)."""
+    async def write(self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False) -> T:
+        """Run one writing statement atomically; inside the task's transaction it joins it, in a
+        savepoint of its own when the server may refuse it (see :meth:`.base.Database.write`)."""
         session = self._session()
         if session is not None:
+            if not refusable:
+                return await session.execute(sql, params, fetch)
             async with session.savepoint():
                 return await session.execute(sql, params, fetch)
         result = await self._write(sql, params, fetch)

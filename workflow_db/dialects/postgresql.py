@@ -379,6 +379,11 @@ class PostgresDialect(Dialect):
         message = self._scrub(str(exc))
         if isinstance(exc, psycopg.IntegrityError):
             return IntegrityError(f"PostgreSQL refused the write: {message}")
+        if isinstance(exc, psycopg.errors.InFailedSqlTransaction | psycopg.errors.PipelineAborted):
+            return WorkflowDBError(
+                "PostgreSQL: a call failed earlier in this transaction; it can only be rolled back "
+                "(leave the store.transaction() block)"
+            )
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return DatabaseUnavailableError(
                 f"PostgreSQL at {self.display_url}: waited longer than the timeout of {self.timeout:g} s "

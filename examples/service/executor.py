@@ -1,0 +1,156 @@
+"""The service's executor: each replica runs the runs it holds, and resumes those nobody holds.
+
+A run is executed by the replica that claimed it, under that claim's fencing
+token: every write of the run passes ``lease_token=``, so a replica that lost
+its lease (a long pause, a slow minute) writes nothing more once another has
+taken the run over. While it works the replica renews the lease every third
+of its length; it stops cleanly when the run is cancelled (the cancel ended
+the token), paused, or its lease is lost. Every replica looks for orphans
+(runs whose holder died, and PENDING runs nobody started) every half lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from workflow_db import (
+    AsyncWorkflowStore,
+    ConflictError,
+    WorkflowNodeStatus,
+    WorkflowRun,
+    WorkflowRunStatus,
+)
+
+logger = logging.getLogger("examples.service")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long things take: a lease, and each node's steps (its simulated work)."""
+
+    lease_seconds: float = float(os.environ.get("SERVICE_LEASE_SECONDS", "15"))
+    step_seconds: float = float(os.environ.get("SERVICE_STEP_SECONDS", "0.05"))
+    steps: int = int(os.environ.get("SERVICE_STEPS", "3"))
+
+
+@dataclass
+class Replica:
+    """One service process: its owner name, the runs it executes, its orphan hunt."""
+
+    store: AsyncWorkflowStore
+    timing: Timing = field(default_factory=Timing)
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _hunter: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin hunting orphans (call from the app's lifespan)."""
+        self._hunter = asyncio.create_task(self._hunt_orphans(), name="orphan-hunter")
+
+    async def stop(self) -> None:
+        """Stop hunting and executing; the runs held stay claimed until their leases expire."""
+        tasks = [*self.running.values(), *([self._hunter] if self._hunter else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def take(self, run_id: str) -> bool:
+        """Claim ``run_id`` and execute it here; False if another replica holds it."""
+        try:
+            run = await self.store.claim_run(run_id, self.owner, lease_seconds=self.timing.lease_seconds)
+        except ConflictError:
+            return False
+        if run is None:
+            return False
+        self._execute(run)
+        return True
+
+    def _execute(self, run: WorkflowRun) -> None:
+        if run.id not in self.running:
+            task = asyncio.create_task(self._run(run), name=f"run-{run.id}")
+            self.running[run.id] = task
+            task.add_done_callback(lambda _: self.running.pop(run.id, None))
+
+    async def _hunt_orphans(self) -> None:
+        while True:
+            try:
+                orphans = await self.store.claim_orphaned_runs(
+                    self.owner,
+                    lease_seconds=self.timing.lease_seconds,
+                    status=[WorkflowRunStatus.PENDING, WorkflowRunStatus.RUNNING],
+                    limit=20,
+                )
+            except Exception:  # the database is away: try again next time
+                logger.exception("claiming orphaned runs")
+                orphans = []
+            for run in orphans:
+                logger.info("%s resumes run %s", self.owner, run.id)
+                self._execute(run)
+            await asyncio.sleep(self.timing.lease_seconds / 2)
+
+    async def _run(self, run: WorkflowRun) -> None:
+        token = run.lease_token
+        renewer = asyncio.create_task(self._renew(run.id))
+        try:
+            if run.status is WorkflowRunStatus.PENDING:
+                await self.store.update_run_status(
+                    run.id, WorkflowRunStatus.RUNNING, last_message="Run started.", lease_token=token
+                )
+            for state in await self.store.list_node_states(run.id):
+                if state.status is WorkflowNodeStatus.COMPLETED:
+                    continue  # done before a restart: resume after it
+                if not await self._still_running(run.id):
+                    return
+                await self._run_node(run.id, state.node_id, token)
+            await self.store.update_run_status(
+                run.id, WorkflowRunStatus.COMPLETED, last_message="Run completed.", lease_token=token
+            )
+        except ConflictError as exc:  # the lease is lost: taken over, or the run cancelled
+            logger.info("%s stops run %s: %s", self.owner, run.id, exc)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _still_running(self, run_id: str) -> bool:
+        """Between two nodes: go on only while RUNNING; a paused run is let go."""
+        current = await self.store.get_run(run_id)
+        if current is None or current.status is not WorkflowRunStatus.RUNNING:
+            if current is not None and current.owner == self.owner:
+                with contextlib.suppress(ConflictError):
+                    await self.store.release_run(run_id, self.owner)
+            return False
+        return True
+
+    async def _run_node(self, run_id: str, node_id: str, token: int | None) -> None:
+        store, steps = self.store, self.timing.steps
+        await store.set_node_state(
+            run_id, node_id, status=WorkflowNodeStatus.RUNNING, progress=0.0, lease_token=token
+        )
+        for step in range(1, steps + 1):
+            await asyncio.sleep(self.timing.step_seconds)  # the node's work
+            await store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token)
+            message = f"{self.owner}: step {step} of {steps}"
+            await store.append_node_message(run_id, node_id, message, lease_token=token)
+        await store.set_node_state(
+            run_id, node_id, status=WorkflowNodeStatus.COMPLETED, progress=1.0, lease_token=token
+        )
+
+    async def _renew(self, run_id: str) -> None:
+        """Claim again every third of the lease (a renewal: same token) until cancelled."""
+        while True:
+            await asyncio.sleep(self.timing.lease_seconds / 3)
+            try:
+                renewed = await self.store.claim_run(
+                    run_id, self.owner, lease_seconds=self.timing.lease_seconds
+                )
+            except ConflictError:
+                return  # taken over, or finished: the next fenced write says which
+            if renewed is None:
+                return
