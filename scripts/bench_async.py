@@ -85,9 +85,9 @@ def recorded_write(db: Database) -> Iterator[list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
     write = db.write
 
-    def recording(sql: Any, params: Any, fetch: Any) -> Any:
+    def recording(sql: Any, params: Any, fetch: Any, *, refusable: bool = False) -> Any:
         seen.append((db.prepare(sql), params))
-        return write(sql, params, fetch)
+        return write(sql, params, fetch, refusable=refusable)
 
     db.write = recording  # type: ignore[method-assign]
     try:
