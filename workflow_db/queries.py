@@ -168,15 +168,21 @@ RUN_COLUMNS = f"{_RUN_STORED_AT_START}, paused_at, checkpoint_json, owner, lease
 # One statement: pins the graph's current version and (by trigger) creates the
 # PENDING node states of that version. An unknown graph (or one of another
 # project than :project_id) or a taken id writes nothing and returns no row: the
-# server never refuses it, so inside a transaction it needs no savepoint.
-INSERT_RUN = f"""
+# server never refuses it, so inside a transaction it needs no savepoint. On
+# PostgreSQL it holds the graph's key (FOR KEY SHARE) from its read: a cascade
+# delete that locked the graph first is waited for, and then the graph is gone
+# (no row, not a foreign-key error); one that comes after deletes this run too.
+_INSERT_RUN = f"""
     INSERT INTO workflow_runs ({_RUN_STORED_AT_START})
     SELECT :id, g.project_id, g.id, g.version, :status, :input_json, NULL, :now, :finished_at,
            :last_message, :now
     FROM workflow_graphs AS g
     WHERE g.id = :workflow_id AND g.project_id = COALESCE(:project_id, g.project_id) AND {BOUNDED_LOCK_WAIT}
-    ON CONFLICT (id) DO NOTHING
+    {{lock}}ON CONFLICT (id) DO NOTHING
     RETURNING {RUN_COLUMNS}"""
+INSERT_RUN = DialectSQL(
+    sqlite=_INSERT_RUN.format(lock=""), postgresql=_INSERT_RUN.format(lock="FOR KEY SHARE OF g\n    ")
+)
 
 GET_RUN = Scoped.of(f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = :id{{scope}}", IN_PROJECT)
 RUN_EXISTS = Scoped.of("SELECT 1 FROM workflow_runs WHERE id = :id{scope}", IN_PROJECT)

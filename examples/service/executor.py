@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from workflow_db import (
@@ -47,6 +49,8 @@ class Replica:
     timing: Timing = field(default_factory=Timing)
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    write_seconds: list[float] = field(default_factory=list)
+    """How long each node write of this replica's executors took (for ``GET /stats``)."""
     _hunter: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -130,17 +134,26 @@ class Replica:
 
     async def _run_node(self, run_id: str, node_id: str, token: int | None) -> None:
         store, steps = self.store, self.timing.steps
-        await store.set_node_state(
-            run_id, node_id, status=WorkflowNodeStatus.RUNNING, progress=0.0, lease_token=token
+        await self._timed(
+            store.set_node_state(
+                run_id, node_id, status=WorkflowNodeStatus.RUNNING, progress=0.0, lease_token=token
+            )
         )
         for step in range(1, steps + 1):
             await asyncio.sleep(self.timing.step_seconds)  # the node's work
-            await store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token)
+            await self._timed(store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token))
             message = f"{self.owner}: step {step} of {steps}"
-            await store.append_node_message(run_id, node_id, message, lease_token=token)
-        await store.set_node_state(
-            run_id, node_id, status=WorkflowNodeStatus.COMPLETED, progress=1.0, lease_token=token
+            await self._timed(store.append_node_message(run_id, node_id, message, lease_token=token))
+        await self._timed(
+            store.set_node_state(
+                run_id, node_id, status=WorkflowNodeStatus.COMPLETED, progress=1.0, lease_token=token
+            )
         )
+
+    async def _timed(self, write: Awaitable[object]) -> None:
+        started = time.perf_counter()
+        await write
+        self.write_seconds.append(time.perf_counter() - started)
 
     async def _renew(self, run_id: str) -> None:
         """Claim again every third of the lease (a renewal: same token) until cancelled."""
