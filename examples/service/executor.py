@@ -5,8 +5,9 @@ token: every write of the run passes ``lease_token=``, so a replica that lost
 its lease (a long pause, a slow minute) writes nothing more once another has
 taken the run over. While it works the replica renews the lease every third
 of its length; it stops cleanly when the run is cancelled (the cancel ended
-the token), paused, or its lease is lost. Every replica looks for orphans
-(runs whose holder died, and PENDING runs nobody started) every half lease.
+the token), paused (the renewal's answer says so), or its lease is lost.
+Every replica looks for orphans (runs whose holder died, and PENDING runs
+nobody started) every half lease.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class Replica:
 
     async def _run(self, run: WorkflowRun) -> None:
         token = run.lease_token
-        renewer = asyncio.create_task(self._renew(run.id))
+        paused = asyncio.Event()  # the renewer found the run PAUSED
+        renewer = asyncio.create_task(self._renew(run.id, paused))
         try:
             if run.status is WorkflowRunStatus.PENDING:
                 await self.store.update_run_status(
@@ -109,9 +111,10 @@ class Replica:
             for state in await self.store.list_node_states(run.id):
                 if state.status is WorkflowNodeStatus.COMPLETED:
                     continue  # done before a restart: resume after it
-                if not await self._still_running(run.id):
+                if not await self._run_node(run.id, state.node_id, token, paused):
+                    with contextlib.suppress(ConflictError):  # paused: let another replica resume it
+                        await self.store.release_run(run.id, self.owner)
                     return
-                await self._run_node(run.id, state.node_id, token)
             await self.store.update_run_status(
                 run.id, WorkflowRunStatus.COMPLETED, last_message="Run completed.", lease_token=token
             )
@@ -122,41 +125,38 @@ class Replica:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
-    async def _still_running(self, run_id: str) -> bool:
-        """Between two nodes: go on only while RUNNING; a paused run is let go."""
-        current = await self.store.get_run(run_id)
-        if current is None or current.status is not WorkflowRunStatus.RUNNING:
-            if current is not None and current.owner == self.owner:
-                with contextlib.suppress(ConflictError):
-                    await self.store.release_run(run_id, self.owner)
-            return False
-        return True
+    async def _run_node(self, run_id: str, node_id: str, token: int | None, paused: asyncio.Event) -> bool:
+        """Run one node: RUNNING, its progress after each step, COMPLETED with a message.
 
-    async def _run_node(self, run_id: str, node_id: str, token: int | None) -> None:
+        False if the run was paused meanwhile (the node stays as it was, to run again on resume).
+        """
         store, steps = self.store, self.timing.steps
+        running = WorkflowNodeStatus.RUNNING
         await self._timed(
-            store.set_node_state(
-                run_id, node_id, status=WorkflowNodeStatus.RUNNING, progress=0.0, lease_token=token
-            )
+            store.set_node_state(run_id, node_id, status=running, progress=0.0, lease_token=token)
         )
         for step in range(1, steps + 1):
             await asyncio.sleep(self.timing.step_seconds)  # the node's work
-            await self._timed(store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token))
-            message = f"{self.owner}: step {step} of {steps}"
-            await self._timed(store.append_node_message(run_id, node_id, message, lease_token=token))
-        await self._timed(
-            store.set_node_state(
-                run_id, node_id, status=WorkflowNodeStatus.COMPLETED, progress=1.0, lease_token=token
-            )
-        )
+            if paused.is_set():
+                return False
+            if step < steps:
+                await self._timed(
+                    store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token)
+                )
+        done = WorkflowNodeStatus.COMPLETED
+        await self._timed(store.set_node_state(run_id, node_id, status=done, progress=1.0, lease_token=token))
+        message = f"{self.owner}: {node_id} done in {steps} steps"
+        await self._timed(store.append_node_message(run_id, node_id, message, lease_token=token))
+        return True
 
     async def _timed(self, write: Awaitable[object]) -> None:
         started = time.perf_counter()
         await write
         self.write_seconds.append(time.perf_counter() - started)
 
-    async def _renew(self, run_id: str) -> None:
-        """Claim again every third of the lease (a renewal: same token) until cancelled."""
+    async def _renew(self, run_id: str, paused: asyncio.Event) -> None:
+        """Claim again every third of the lease (a renewal: same token) until cancelled; the run
+        it returns tells whether it was paused meanwhile."""
         while True:
             await asyncio.sleep(self.timing.lease_seconds / 3)
             try:
@@ -165,5 +165,6 @@ class Replica:
                 )
             except ConflictError:
                 return  # taken over, or finished: the next fenced write says which
-            if renewed is None:
+            if renewed is None or renewed.status is WorkflowRunStatus.PAUSED:
+                paused.set()
                 return
