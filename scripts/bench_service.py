@@ -43,7 +43,7 @@ from bench_writers import WaitSampler, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ["start", "retrieve", "rerank", "generate", "review", "finalize"]
-SETTINGS = {"SERVICE_LEASE_SECONDS": "3", "SERVICE_STEP_SECONDS": "0.02", "SERVICE_STEPS": "3"}
+SETTINGS = {"SERVICE_LEASE_SECONDS": "6", "SERVICE_STEP_SECONDS": "0.02", "SERVICE_STEPS": "3"}
 
 
 def _free_port() -> int:
@@ -213,6 +213,8 @@ async def drive(client: httpx.AsyncClient, replicas: list[Replica], scenario: Sc
         await asyncio.sleep(0.5)  # every run under way
         scenario.kill_to_resume = await kill_one(client, replicas, runs)
     while len(await runs_in(client, replicas[-1], "completed", runs)) < runs:
+        if time.monotonic() - started > 600:
+            raise SystemExit(f"{scenario.name}: the runs did not complete within 600 s")
         await asyncio.sleep(0.05)
     scenario.runs_per_second = runs / (time.monotonic() - started)
     for task in background:

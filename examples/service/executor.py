@@ -80,7 +80,13 @@ class Replica:
         if run.id not in self.running:
             task = asyncio.create_task(self._run(run), name=f"run-{run.id}")
             self.running[run.id] = task
-            task.add_done_callback(lambda _: self.running.pop(run.id, None))
+            task.add_done_callback(self._executed)
+
+    def _executed(self, task: asyncio.Task[None]) -> None:
+        """An executor ended: forget it, and log what stopped it if it failed."""
+        self.running.pop(task.get_name().removeprefix("run-"), None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("executing %s failed", task.get_name(), exc_info=task.exception())
 
     async def _hunt_orphans(self) -> None:
         while True:
@@ -126,7 +132,7 @@ class Replica:
                 await renewer
 
     async def _run_node(self, run_id: str, node_id: str, token: int | None, paused: asyncio.Event) -> bool:
-        """Run one node: RUNNING, its progress after each step, COMPLETED with a message.
+        """Run one node: RUNNING, its progress after each step, then COMPLETED with its message.
 
         False if the run was paused meanwhile (the node stays as it was, to run again on resume).
         """
@@ -143,10 +149,12 @@ class Replica:
                 await self._timed(
                     store.set_node_state(run_id, node_id, progress=step / steps, lease_token=token)
                 )
-        done = WorkflowNodeStatus.COMPLETED
-        await self._timed(store.set_node_state(run_id, node_id, status=done, progress=1.0, lease_token=token))
-        message = f"{self.owner}: {node_id} done in {steps} steps"
-        await self._timed(store.append_node_message(run_id, node_id, message, lease_token=token))
+        done, message = WorkflowNodeStatus.COMPLETED, f"{self.owner}: {node_id} done in {steps} steps"
+        await self._timed(  # its end and its messages in one write
+            store.set_node_state(
+                run_id, node_id, status=done, progress=1.0, messages=[message], lease_token=token
+            )
+        )
         return True
 
     async def _timed(self, write: Awaitable[object]) -> None:

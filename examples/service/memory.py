@@ -203,12 +203,15 @@ class MemoryStore:
         *,
         status: WorkflowNodeStatus | None = None,
         progress: float | None = None,
+        messages: list[str] | None = None,
         lease_token: int | None = None,
     ) -> WorkflowNodeState:
         self._fenced(run_id, lease_token)
         node = self._nodes[run_id][node_id]
         now = _now()
         changes: dict[str, Any] = {"progress": node.progress if progress is None else progress}
+        if messages is not None:
+            changes["messages"] = list(messages)
         if status is not None:
             changes["status"] = status
             if status is WorkflowNodeStatus.RUNNING:
