@@ -250,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="a PostgreSQL database to DROP and create")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--lease", type=float, default=6.0, help="the replicas' lease in seconds (default 6)")
     args = parser.parse_args(argv)
     if not args.url.startswith("postgres"):
         parser.error("--url: a postgresql:// URL")
+    SETTINGS["SERVICE_LEASE_SECONDS"] = f"{args.lease:g}"
     scenarios = [
         Scenario("in memory (dicts), 1 replica", "memory:", 1, readers=args.readers),
         Scenario("PostgreSQL, 1 replica", args.url, 1, readers=args.readers),

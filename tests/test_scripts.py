@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -125,6 +126,47 @@ def test_pgbouncer_scripts_stop_only_what_they_started(pg_server: PostgresServer
     finally:
         subprocess.run(["bash", str(SCRIPTS / "stop-pgbouncer.sh")], env=env)
         shutil.rmtree(ours, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_pg_url(pg_server: PostgresServer | None) -> Iterator[str]:
+    """The URL of a database a script may drop and create (dropped afterwards)."""
+    server = require_pg(pg_server)
+    name = f"wfdb_script_{uuid.uuid4().hex[:8]}"
+    yield server.url_for(name)
+    server.drop_database(name)
+
+
+def test_bench_writers_compares_the_store_with_plain_updates(scratch_pg_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_writers.py"), "--url", scratch_pg_url, "--writers", "4",
+         "--seconds", "0.3", "--rounds", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert {"store", "store, no wake-up signal", "plain UPDATE"} <= rows.keys()
+    assert re.search(r"store / plain UPDATE: \d+\.\d\dx", result.stdout)
+    assert re.search(r"p99 [\d.]+ ms over [1-9]\d* probes", result.stdout)  # the watcher saw the probes
+
+
+def test_bench_service_runs_every_scenario(scratch_pg_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_service.py"), "--url", scratch_pg_url, "--runs", "6",
+         "--readers", "1", "--lease", "1.5"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    rows = [
+        line.split("|") for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    names = [row[1].strip() for row in rows[1:]]
+    assert names == [
+        "in memory (dicts), 1 replica",
+        "PostgreSQL, 1 replica",
+        "PostgreSQL, 3 replicas, one SIGKILLed",
+    ]
+    assert all(float(row[2]) > 0 for row in rows[1:])  # runs/s: every run completed
+    assert re.fullmatch(r" \d+\.\d\d s ", rows[3][7])  # the killed replica's runs were taken over
+    assert "PostgreSQL 1 replica / in memory:" in result.stdout
 
 
 def test_every_file_the_readme_names_is_in_the_repository() -> None:
