@@ -47,6 +47,13 @@ class Change:
     node_state: WorkflowNodeState | None
     """The node state as it is now, for a ``"node_state"`` change; else None."""
 
+    @property
+    def record(self) -> WorkflowRun | WorkflowNodeState:
+        """What changed, as it is now: ``run`` or ``node_state``, whichever this change is of (never None)."""
+        record = self.run if self.run is not None else self.node_state
+        assert record is not None  # every change holds one of the two
+        return record
+
 
 def change_from_row(row: Row) -> Change:
     """The change of a ``queries.list_changes`` row."""

@@ -10,6 +10,7 @@ database's clock, never the caller's.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from . import queries as q
@@ -60,7 +61,7 @@ class AsyncRunLeases:
         lease_seconds: float = 60.0,
         limit: int = 10,
         project_id: str | None = None,
-        status: WorkflowRunStatus | str | Any = WorkflowRunStatus.RUNNING,
+        status: WorkflowRunStatus | str | Collection[WorkflowRunStatus | str] = WorkflowRunStatus.RUNNING,
     ) -> list[WorkflowRun]:
         """Claim up to ``limit`` runs in ``status`` (one or a collection, none terminal) that are free.
 
