@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from conftest import PostgresServer, require_pg
 from factories import make_graph, run_threads
 from pg_cluster import free_port
 
-from workflow_db import DatabaseUnavailableError, WorkflowStore, connect
+from workflow_db import DatabaseUnavailableError, WorkflowStore, connect, connect_async
 from workflow_db.dialects import redact_url
 from workflow_db.migrate import upgrade
 
@@ -208,3 +209,19 @@ def test_the_command_lines_print_one_line_without_the_password(
         assert SECRET not in result.stderr and quote(SECRET, safe="") not in result.stderr
         assert "***" in result.stderr or url == malformed
     assert parts.hostname  # the refused URLs reached the real server
+
+
+@pytest.mark.parametrize("where", ["a directory", "inside a file"])
+def test_a_sqlite_path_that_cannot_be_opened_is_unavailable_naming_it(tmp_path: Path, where: str) -> None:
+    """The environment's own faults are ours to name: never a sqlite3 exception, at connect."""
+    (tmp_path / "file").write_text("not a directory")
+    path = tmp_path if where == "a directory" else tmp_path / "file" / "workflow.db"
+    with pytest.raises(DatabaseUnavailableError, match=f"sqlite database '{path}'") as refused:
+        connect(f"sqlite:///{path}")
+    assert refused.value.__cause__ is not None and "sqlite3" in type(refused.value.__cause__).__module__
+
+    async def open_async() -> None:
+        await connect_async(f"sqlite:///{path}")
+
+    with pytest.raises(DatabaseUnavailableError, match=f"sqlite database '{path}'"):
+        asyncio.run(open_async())

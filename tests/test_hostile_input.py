@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -283,3 +284,47 @@ def test_json_reads_back_equal_of_the_same_types_and_key_order(
     stored = present(store.get_run(run.id))
     assert _same_json(stored.input, value)
     assert _same_json(stored.output, {"b": extra, "a": value})
+
+
+@pytest.mark.parametrize(
+    ("structure", "place"),
+    [
+        ({"nodes": [{"id": "a"}, {"id": "x" * 10_000}]}, "graph.nodes[1].id"),
+        ({"nodes": [{"id": "a\x00b"}]}, "graph.nodes[0].id"),
+        ({"nodes": [{"id": "\ud800"}]}, "graph.nodes[0].id"),
+    ],
+)
+def test_node_ids_inside_a_graph_are_limited_like_every_id(
+    store: WorkflowStore, structure: dict[str, object], place: str
+) -> None:
+    store.ensure_project("p")
+    graph = store.create_graph(WorkflowGraph("p", "g", {"nodes": [{"id": "a"}]}))
+    with pytest.raises(ValidationError, match=rf"^{re.escape(place)}: "):
+        store.create_graph(WorkflowGraph("p", "g2", structure))
+    with pytest.raises(ValidationError, match=rf"^{re.escape(place)}: "):
+        store.update_graph(graph.id, graph=structure)
+    assert [g.id for g in store.list_graphs("p")] == [graph.id] and store.get_graph(graph.id) == graph
+
+
+@pytest.mark.parametrize(
+    ("field", "call"),
+    [
+        ("progress", lambda s, r: s.set_node_state(r, "a", progress=10**400)),
+        ("progress", lambda s, r: s.set_node_state(r, "a", progress=-(10**400))),
+        ("limit", lambda s, r: s.list_runs(limit=1e300)),
+        ("limit", lambda s, r: s.list_changes(limit=10**400)),
+        ("after", lambda s, r: s.list_changes(after=10**400)),
+        ("lease_seconds", lambda s, r: s.claim_run(r, "w", lease_seconds=10**400)),
+        ("lease_token", lambda s, r: s.set_node_state(r, "a", progress=0.1, lease_token=10**400)),
+        ("batch_size", lambda s, r: s.prune_runs(datetime.now(UTC), batch_size=10**400)),
+    ],
+)
+def test_numbers_of_any_size_are_validation_errors_naming_the_argument(
+    store: WorkflowStore, field: str, call: Callable[[WorkflowStore, str], object]
+) -> None:
+    store.ensure_project("p")
+    run = store.create_run(store.create_graph(WorkflowGraph("p", "g", {"nodes": [{"id": "a"}]})).id)
+    before = store.list_node_states(run.id)
+    with pytest.raises(ValidationError, match=rf"^{field}: "):
+        call(store, run.id)
+    assert store.list_node_states(run.id) == before

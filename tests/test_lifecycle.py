@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from conftest import MakeStore
 from factories import make_graph, present, run_threads
@@ -162,3 +164,46 @@ def test_cancel_racing_node_updates_leaves_no_node_running(store: WorkflowStore)
         assert statuses <= {WorkflowNodeStatus.CANCELLED}, statuses
     with pytest.raises(ConflictError, match="its node states are final"):
         store.append_node_message("race-0", "n0", "too late")
+
+
+@pytest.mark.parametrize(
+    "cancel",
+    [lambda s, r: s.cancel_run(r), lambda s, r: s.update_run_status(r, "cancelled")],
+    ids=["cancel_run", "update_run_status"],
+)
+def test_cancelling_by_any_path_ends_the_unfinished_nodes(
+    store: WorkflowStore, run_id: str, cancel: object
+) -> None:
+    store.update_run_status(run_id, "running")
+    store.set_node_state(run_id, "a", status="completed")
+    store.set_node_state(run_id, "b", progress=0.5)  # RUNNING, as an executor left it
+    cancel(store, run_id)  # type: ignore[operator]
+    states = {s.node_id: s for s in store.list_node_states(run_id)}
+    assert states["a"].status is WorkflowNodeStatus.COMPLETED
+    for node in ("b", "c", "d"):
+        assert states[node].status is WorkflowNodeStatus.CANCELLED and states[node].completed_at is not None
+    assert present(store.get_run(run_id)).finished_at is not None
+
+
+def test_a_node_write_that_changes_nothing_on_a_cancelled_run_returns_the_stored_state(
+    store: WorkflowStore, run_id: str
+) -> None:
+    store.update_run_status(run_id, "running")
+    store.set_node_state(run_id, "b", progress=0.5)
+    store.update_run_status(run_id, "cancelled")  # the legacy service's way
+    stored = present(store.get_node_state(run_id, "b"))
+    before = store.run_summary(run_id)
+    # The executor's wind-down, and retries: nothing changes, nothing raises, no timestamp moves.
+    assert store.set_node_state(run_id, "b", status="cancelled") == stored
+    assert store.set_node_state(run_id, "b", status="cancelled", progress=0.5) == stored
+    assert store.set_node_state(run_id, "a", status="cancelled") == present(store.get_node_state(run_id, "a"))
+    changes: list[Callable[[], object]] = [
+        lambda: store.set_node_state(run_id, "b", status="completed"),
+        lambda: store.set_node_state(run_id, "b", progress=0.9),
+        lambda: store.set_node_state(run_id, "b", status="cancelled", error="late"),
+        lambda: store.append_node_message(run_id, "b", "late"),
+    ]
+    for change in changes:
+        with pytest.raises(ConflictError, match="is cancelled: its node states are final"):
+            change()
+    assert store.run_summary(run_id) == before

@@ -28,6 +28,7 @@ from .models import (
     check_key,
     check_text,
     id_params,
+    shown,
     to_statuses,
     utc_now,
 )
@@ -171,7 +172,7 @@ def lease_params(
     ):
         raise ValidationError(
             f"lease_seconds: expected a number of seconds above 0 and at most {MAX_LEASE_SECONDS:g}, "
-            f"got {lease_seconds!r}"
+            f"got {shown(lease_seconds)}"
         )
     return id_params(run_id, "run_id", project_id) | {
         "owner": check_id("owner", owner),
@@ -196,7 +197,8 @@ def check_lease_token(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INTEGER:
         raise ValidationError(
-            f"lease_token: expected None or the lease_token a claim returned (an integer >= 1), got {value!r}"
+            "lease_token: expected None or the lease_token a claim returned (an integer >= 1), "
+            f"got {shown(value)}"
         )
     return value
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from . import queries as q
 from .dialects.base import Dialect, DialectSQL, Row
 from .errors import ValidationError
-from .models import MAX_INTEGER, WorkflowNodeState, WorkflowRun, check_count, check_key
+from .models import MAX_INTEGER, WorkflowNodeState, WorkflowRun, check_count, check_key, shown
 from .rows import RUN_WIDTH, node_state_from_row, run_from_row
 
 DEFAULT_CHANGE_PAGE = 1000
@@ -69,7 +69,9 @@ def check_after(value: object) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
-        raise ValidationError(f"after: expected None or the seq of a change (an integer >= 0), got {value!r}")
+        raise ValidationError(
+            f"after: expected None or the seq of a change (an integer >= 0), got {shown(value)}"
+        )
     return value
 
 
@@ -77,8 +79,10 @@ def check_timeout(value: object) -> float | None:
     """``watch``'s ``timeout``: None (wait for ever) or a number of seconds > 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValidationError(f"timeout: expected None or a number of seconds > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_INTEGER:
+        raise ValidationError(
+            f"timeout: expected None or a number of seconds > 0 (at most {MAX_INTEGER}), got {shown(value)}"
+        )
     return float(value)
 
 

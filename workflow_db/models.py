@@ -408,13 +408,24 @@ def check_id(field: str, value: object) -> str:
     return text
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, at most 80 characters (an int of 10,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an {type(value).__name__} too large to show"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def check_progress(value: object) -> float:
     """Check that ``value`` is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"progress: expected a number in [0, 1], got {value!r}")
+        raise ValidationError(f"progress: expected a number in [0, 1], got {shown(value)}")
+    if isinstance(value, int) and not 0 <= value <= 1:  # float() of 10**400 would overflow
+        raise ValidationError(f"progress: {shown(value)} is outside [0, 1]")
     progress = float(value)
     if math.isnan(progress) or not 0.0 <= progress <= 1.0:
-        raise ValidationError(f"progress: {value!r} is outside [0, 1]")
+        raise ValidationError(f"progress: {shown(value)} is outside [0, 1]")
     return progress
 
 
@@ -447,7 +458,7 @@ def check_flag(field: str, value: object) -> bool:
 def check_count(field: str, value: object, maximum: int = MAX_INTEGER) -> int:
     """Check that ``value`` is a positive integer no larger than ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise ValidationError(f"{field}: expected an integer from 1 to {maximum}, got {value!r}")
+        raise ValidationError(f"{field}: expected an integer from 1 to {maximum}, got {shown(value)}")
     return value
 
 
@@ -481,6 +492,7 @@ def check_graph(value: object) -> dict[str, Any]:
     for index, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
             raise ValidationError(f'graph: nodes[{index}] must be an object with a non-empty string "id"')
+        check_key(f"graph.nodes[{index}].id", node["id"])  # ids are limited wherever they enter
         if node["id"] in seen:
             raise ValidationError(f"graph: node id {node['id']!r} appears more than once")
         seen.add(node["id"])

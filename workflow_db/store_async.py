@@ -408,7 +408,13 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
             "lease_token": check_lease_token(lease_token),
         }
         sql = (q.UPDATE_RUN_STATUS if expected is None else q.UPDATE_RUN_STATUS_IF).pick(project_id)
-        row = await self.db.write(sql, params, fetch_one)
+        if new_status is WorkflowRunStatus.CANCELLED:  # whatever the path, a cancel ends its nodes too
+            async with self.db.writing() as session:
+                row = await session.one(sql, params)
+                if row is not None:
+                    await session.run(q.CANCEL_NODES, params)
+        else:
+            row = await self.db.write(sql, params, fetch_one)
         if row is not None:
             return run_from_row(row)
         token = params["lease_token"]
@@ -504,7 +510,21 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
             "insert_completed_at": now if insert_status in TERMINAL_NODE_STATUSES else None,
             "lease_token": check_lease_token(lease_token),
         }
-        state = await self._write_node_state(q.SET_NODE_STATE.pick(project_id), params)
+
+        def unchanged(state: WorkflowNodeState) -> bool:
+            """Whether this call would leave ``state`` as it is (a retry, a wind-down)."""
+            promotes = (
+                forced is None and checked_progress is not None and state.status is WorkflowNodeStatus.PENDING
+            )
+            return (
+                not promotes
+                and forced in (None, state.status)
+                and checked_progress in (None, state.progress)
+                and (messages is None or list(messages) == state.messages)
+                and error in (None, state.error)
+            )
+
+        state = await self._write_node_state(q.SET_NODE_STATE.pick(project_id), params, unchanged)
         assert state is not None  # an upsert without a WHERE always returns its row
         return state
 
@@ -540,7 +560,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
             "max_bytes": self._json.max_bytes,
             "lease_token": check_lease_token(lease_token),
         }
-        state = await self._write_node_state(q.APPEND_NODE_MESSAGE.pick(project_id), params)
+        state = await self._write_node_state(q.APPEND_NODE_MESSAGE.pick(project_id), params, None)
         if state is None:  # the upsert's WHERE refused: the list would not fit
             raise ValidationError(
                 f"messages: appending {len(message)} characters to node {node_id!r} of run "
@@ -548,11 +568,15 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
             )
         return state
 
-    async def _write_node_state(self, sql: SQL, params: dict[str, Any]) -> WorkflowNodeState | None:
+    async def _write_node_state(
+        self, sql: SQL, params: dict[str, Any], unchanged: Callable[[WorkflowNodeState], bool] | None
+    ) -> WorkflowNodeState | None:
         """Run a node-state upsert; None if the run is there but the write's own WHERE refused it.
 
         Raises IntegrityError for an unknown run (or one of another project),
-        ConflictError for a cancelled run, whose node states are final.
+        ConflictError for a cancelled run, whose node states are final, unless
+        the write would change nothing (``unchanged`` of the stored state):
+        then the stored state, untouched.
         """
         row = await self.db.write(sql, params, fetch_one)
         if row is not None:
@@ -567,6 +591,9 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         if token is not None and run.lease_token != token:
             raise lost_lease(run_id, token)
         if run.status is WorkflowRunStatus.CANCELLED:
+            stored = await self.get_node_state(run_id, params["node_id"], project_id=project_id)
+            if stored is not None and unchanged is not None and unchanged(stored):
+                return stored
             raise ConflictError(f"run {run_id!r} is cancelled: its node states are final")
         return None
 

@@ -124,7 +124,7 @@ class SQLiteDatabase(Database):
     # -- connections -----------------------------------------------------------
 
     def _open(self, *, reader: bool) -> sqlite3.Connection:
-        with self.translated_errors():
+        with self.translated_errors():  # a file, directory or file system that cannot be opened
             connection = sqlite3.connect(
                 self._target,
                 timeout=self.timeout,
@@ -133,11 +133,15 @@ class SQLiteDatabase(Database):
                 uri=self._in_memory,
                 cached_statements=256,
             )
-        connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
-        if reader:
-            connection.execute("PRAGMA query_only = ON")
+            try:  # the first statements are where SQLite really opens the file
+                connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                connection.execute("PRAGMA foreign_keys = ON")
+                connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+                if reader:
+                    connection.execute("PRAGMA query_only = ON")
+            except sqlite3.Error:
+                connection.close()
+                raise
         for name, arguments, function in SQL_FUNCTIONS:
             connection.create_function(name, arguments, function, deterministic=function is _strictly_after)
         return connection
@@ -295,6 +299,6 @@ class SQLiteDatabase(Database):
                     f"sqlite database {self.path!r} is locked: another connection held it "
                     f"past the busy timeout of {self.timeout:g} s"
                 )
-            if "unable to open" in message or "disk" in message:
+            if "unable to open" in message or "disk" in message or "readonly" in message:
                 return DatabaseUnavailableError(f"sqlite database {self.path!r}: {message}")
         return WorkflowDBError(f"sqlite: {message}")
