@@ -297,29 +297,54 @@ def test_four_processes_apply_the_shipped_schema_once(blank_url: str) -> None:
 
 
 def test_cli_up_status_plan(blank_url: str, dialect: str, capsys: pytest.CaptureFixture[str]) -> None:
-    if dialect == "sqlite":  # plan and status change nothing: no file is made where there is none
-        for command in ("plan", "status"):
-            assert main(["--url", blank_url, command]) == 1
-            assert "no SQLite database at" in capsys.readouterr().err
+    if dialect == "sqlite":  # a database not there yet: every migration pending, and no file made
+        assert main(["--url", blank_url, "plan"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"-- database {blank_url} does not exist yet: `up` creates it")
+        assert "CREATE TABLE workflow_runs" in out
+        assert main(["--url", blank_url, "status"]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == f"database {blank_url} does not exist yet"
+        assert [line.split()[-1] for line in out.splitlines()[2:]] == ["pending"] * len(SHIPPED_VERSIONS)
         assert not Path(blank_url.removeprefix("sqlite:///")).exists()
-        assert main(["--url", blank_url, "up"]) == 0
-        assert f"applied {len(SHIPPED_VERSIONS)} migration(s): {SHIPPED_VERSIONS} to sqlite:///" in (
-            capsys.readouterr().out
-        )
-        return
-    assert main(["--url", blank_url, "plan"]) == 0
-    assert "CREATE TABLE workflow_runs" in capsys.readouterr().out
-    assert main(["--url", blank_url, "status"]) == 0
-    assert "pending" in capsys.readouterr().out
+    else:
+        assert main(["--url", blank_url, "plan"]) == 0
+        assert "CREATE TABLE workflow_runs" in capsys.readouterr().out
+        assert main(["--url", blank_url, "status"]) == 0
+        assert "pending" in capsys.readouterr().out
     assert main(["--url", blank_url]) == 0
-    assert f"applied {len(SHIPPED_VERSIONS)} migration(s): {SHIPPED_VERSIONS}" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(
+        f"applied {len(SHIPPED_VERSIONS)} migration(s): {SHIPPED_VERSIONS} to "
+    )
     assert main(["--url", blank_url, "up"]) == 0
-    assert "applied 0 migration(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out.endswith(" is up to date\n") and captured.out.count("\n") == 1  # one line, once
+    assert "up to date" not in captured.err
     assert main(["--url", blank_url, "status"]) == 0
     out = capsys.readouterr().out
-    assert "applied" in out and out.startswith("database postgresql://")  # it names the database
+    assert "applied" in out and out.startswith(f"database {dialect}")  # it names the database
     assert main(["--url", blank_url, "plan"]) == 0
     assert "nothing to apply" in capsys.readouterr().out
+
+
+def test_cli_status_names_versions_newer_than_this_package(
+    blank_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with connect(blank_url) as db:
+        upgrade(db)
+        with db.writing() as session:
+            session.run(
+                "INSERT INTO workflow_db_migrations (version, name, checksum, applied_at, duration_ms) "
+                "VALUES (99, 'from_the_future', 'sha256:0', :at, 1)",
+                {"at": db.encode_time(datetime.now(UTC))},
+            )
+    assert main(["--url", blank_url, "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split()[:2] == ["99", "from_the_future"] and lines[-2].endswith(
+        "newer than this package"
+    )
+    assert lines[-1].startswith("1 applied migration(s) newer than this package")
+    assert "modified" not in "\n".join(lines)
 
 
 def test_cli_modified_file(blank_url: str, capsys: pytest.CaptureFixture[str]) -> None:

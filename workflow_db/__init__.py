@@ -18,6 +18,7 @@ from .changes import Change
 from .dialects import AsyncDatabase, Database, connect, connect_async
 from .errors import (
     ConflictError,
+    DatabaseNotFoundError,
     DatabaseUnavailableError,
     GraphInUseError,
     IntegrityError,
@@ -43,6 +44,7 @@ __all__ = [
     "Change",
     "ConflictError",
     "Database",
+    "DatabaseNotFoundError",
     "DatabaseUnavailableError",
     "GraphInUseError",
     "IntegrityError",

@@ -27,5 +27,9 @@ class DatabaseUnavailableError(WorkflowDBError):
     """The database cannot be reached, or the connection broke mid-call."""
 
 
+class DatabaseNotFoundError(DatabaseUnavailableError):
+    """A SQLite file that does not exist, opened with ``connect(..., create=False)``."""
+
+
 class MigrationError(WorkflowDBError):
     """A migration failed (nothing of it stays applied) or an applied file changed."""

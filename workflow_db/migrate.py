@@ -34,7 +34,7 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import TextIO
 
-from . import cli
+from . import __version__, cli
 from .dialects import Database, Session
 from .dialects.base_async import AsyncDatabase
 from .errors import MigrationError, WorkflowDBError
@@ -78,12 +78,17 @@ class MigrationStatus:
     name: str
     applied_at: datetime | None
     checksum_ok: bool
+    shipped: bool = True
+    """Whether this package has the file (a newer release may have applied versions it lacks)."""
 
     @property
     def state(self) -> str:
-        """``"applied"``, ``"pending"`` or ``"modified"`` (applied, file since changed)."""
+        """``"applied"``, ``"pending"``, ``"modified"`` (applied, file since changed) or
+        ``"newer than this package"`` (applied by a release that has a file this one lacks)."""
         if self.applied_at is None:
             return "pending"
+        if not self.shipped:
+            return "newer than this package"
         return "applied" if self.checksum_ok else "modified"
 
 
@@ -198,6 +203,7 @@ def status(db: Database, *, directory: MigrationsDirectory | None = None) -> lis
                 name=migration.name if migration else row.name,  # type: ignore[union-attr]
                 applied_at=row.applied_at if row else None,
                 checksum_ok=row is None or (migration is not None and migration.checksum == row.checksum),
+                shipped=migration is not None,
             )
         )
     return rows
@@ -253,8 +259,6 @@ def upgrade(
         for migration in _pending(migrations, _read_applied(db, session)):
             if _apply(db, session, migration):
                 applied_now.append(migration.version)
-    if not applied_now:
-        logger.info("database is up to date")
     return applied_now
 
 
@@ -302,9 +306,9 @@ def _record(db: Database, session: Session, migration: Migration, started: float
 # -- command line -------------------------------------------------------------------
 
 
-def _print_status(db: Database, out: TextIO) -> int:
+def _print_status(db: Database, out: TextIO, absent: str | None) -> int:
     rows = status(db)
-    out.write(f"database {db.display_url}\n")
+    out.write(f"database {absent} does not exist yet\n" if absent else f"database {db.display_url}\n")
     out.write(f"{'version':>7}  {'name':<32}  {'applied at':<32}  state\n")
     for row in rows:
         applied_at = row.applied_at.isoformat(sep=" ", timespec="seconds") if row.applied_at else "-"
@@ -312,11 +316,16 @@ def _print_status(db: Database, out: TextIO) -> int:
     modified = [row for row in rows if row.state == "modified"]
     if modified:
         out.write(f"{len(modified)} applied file(s) changed since they were applied\n")
+    newer = [row for row in rows if row.state == "newer than this package"]
+    if newer:
+        out.write(f"{len(newer)} applied migration(s) newer than this package (workflow_db {__version__})\n")
     return 0
 
 
-def _print_plan(db: Database, out: TextIO) -> int:
+def _print_plan(db: Database, out: TextIO, absent: str | None) -> int:
     pending = plan(db)
+    if absent:
+        out.write(f"-- database {absent} does not exist yet: `up` creates it and applies every migration\n")
     if not pending:
         out.write("-- nothing to apply: the database is up to date\n")
     for migration in pending:
@@ -324,10 +333,12 @@ def _print_plan(db: Database, out: TextIO) -> int:
     return 0
 
 
-def _upgrade(db: Database, out: TextIO) -> int:
+def _upgrade(db: Database, out: TextIO, absent: str | None) -> int:
     applied = upgrade(db)
-    out.write(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
-    out.write(f" to {db.display_url}\n")
+    if applied:
+        out.write(f"applied {len(applied)} migration(s): {applied} to {db.display_url}\n")
+    else:
+        out.write(f"database {db.display_url} is up to date\n")
     return 0
 
 
@@ -346,8 +357,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     return cli.run(
         parser,
         argv,
-        lambda db, args: _COMMANDS[args.command](db, out or sys.stdout),
-        creates_database=lambda args: args.command == "up",  # plan and status change nothing
+        lambda db, args: _COMMANDS[args.command](db, out or sys.stdout, args.absent),
+        creates_database=lambda args: args.command == "up",  # plan and status change nothing...
+        empty_if_absent=lambda args: args.command != "up",  # ...and show a database not there yet as empty
     )
 
 

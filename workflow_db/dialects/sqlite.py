@@ -24,7 +24,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import ClassVar, Self
 
-from ..errors import DatabaseUnavailableError, IntegrityError, MigrationError, WorkflowDBError
+from ..errors import (
+    DatabaseNotFoundError,
+    DatabaseUnavailableError,
+    IntegrityError,
+    MigrationError,
+    WorkflowDBError,
+)
 from ..models import utc_now, utc_text
 from .base import DEFAULT_POLL_INTERVAL, SQL, Database, Fetch, Params, Session, T
 
@@ -106,7 +112,7 @@ class SQLiteDatabase(Database):
         if synchronous.upper() not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous: {synchronous!r} is not one of {', '.join(SYNCHRONOUS_LEVELS)}")
         if not (create or in_memory or os.path.exists(path)):
-            raise DatabaseUnavailableError(
+            raise DatabaseNotFoundError(
                 f"no SQLite database at {os.path.abspath(path)}: `python -m workflow_db.migrate "
                 f"--url {self.display_url} up` creates it"
             )
