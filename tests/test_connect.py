@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pg_cluster import free_port
 
 from workflow_db import DatabaseUnavailableError, WorkflowStore, connect, connect_async
 from workflow_db.dialects import redact_url
+from workflow_db.dialects.base import fetch_one
 from workflow_db.migrate import upgrade
 
 
@@ -152,6 +154,10 @@ SECRET = "s3cr/t#Pa?5s"  # what a URL parser would cut at: an unencoded /, # and
             "postgresql://db/wf?sslmode=require&sslpassword=***",
         ),
         ("postgresql://app:@db/wf", "postgresql://app:***@db/wf"),
+        ("postgresql://app@db/wf?pass%77ord=s3cret", "postgresql://app@db/wf?pass%77ord=***"),
+        ("postgresql://db/wf?SSLPassword=s3cret&x=1", "postgresql://db/wf?SSLPassword=***&x=1"),
+        ("host=db password=s3cret dbname=wf", "host=db password=*** dbname=wf"),
+        ("host=db password = 's3 cr\\'et' dbname=wf", "host=db password = *** dbname=wf"),
         ("postgresql://app@db/wf", "postgresql://app@db/wf"),
         ("sqlite:///workflow.db", "sqlite:///workflow.db"),
     ],
@@ -225,3 +231,57 @@ def test_a_sqlite_path_that_cannot_be_opened_is_unavailable_naming_it(tmp_path: 
 
     with pytest.raises(DatabaseUnavailableError, match=f"sqlite database '{path}'"):
         asyncio.run(open_async())
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://app:s3cret@127.0.0.1:1/db?sslmode=bogus", "sslmode='bogus'"),
+        ("postgresql://app:s3cret@127.0.0.1:1/db?target_session_attrs=writable", "target_session_attrs"),
+        ("postgresql://app:s3cret@127.0.0.1:1/db?foo=bar", 'unknown parameter "foo"'),
+        ("postgresql://app:s3cret@127.0.0.1:port/db", "port='port'"),
+        ("postgresql://app:s3cret@127.0.0.1:1,127.0.0.1:99999/db", "port='1,99999'"),
+    ],
+)
+def test_parameters_libpq_refuses_are_value_errors_at_once(url: str, named: str) -> None:
+    """Not retried until the timeout as if the server were down; no password, no driver error attached."""
+    for opening in (lambda: connect(url, timeout=60), lambda: asyncio.run(_open_async(url))):
+        with pytest.raises(ValueError, match=re.escape(named)) as refused:
+            opening()
+        assert "s3cret" not in str(refused.value)
+        assert refused.value.__cause__ is None and refused.value.__context__ is None
+
+
+async def _open_async(url: str) -> None:
+    db = await connect_async(url, timeout=60)
+    await db.close()
+
+
+def test_a_value_libpq_refuses_at_login_is_a_value_error(pg_server: PostgresServer | None) -> None:
+    server = require_pg(pg_server)
+    url = server.url_for("postgres") + ("&" if "?" in server.url else "?") + "keepalives=abc"
+    with pytest.raises(ValueError, match='invalid integer value "abc" for connection option "keepalives"'):
+        connect(url, timeout=60)
+
+
+def test_a_multi_host_url_finds_the_server_that_answers(pg_server: PostgresServer | None) -> None:
+    """libpq's failover form: the first host is down, the second answers as read-write."""
+    server = require_pg(pg_server)
+    parts = urlsplit(server.url_for("postgres"))
+    user = f"{parts.username}@" if parts.username else ""
+    netloc = f"{user}127.0.0.1:{free_port()},{parts.hostname}:{parts.port or 5432}"
+    url = parts._replace(netloc=netloc, query="target_session_attrs=read-write").geturl()
+    with connect(url, timeout=30) as db:
+        assert db.read("SELECT 1", {}, fetch_one) == (1,)
+
+
+def test_secrets_never_show_in_a_listen_url_or_a_command_line_verb(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as refused:
+        connect("postgresql://app@127.0.0.1:1/db", listen_url="host=h password=s3cret dbname=x")
+    assert "s3cret" not in str(refused.value) and "password=***" in str(refused.value)
+    result = subprocess.run(
+        [sys.executable, "-m", "workflow_db.migrate", "postgresql://app:s3cret@127.0.0.1:1/db"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert "s3cret" not in result.stderr and "postgresql://app:***@127.0.0.1:1/db" in result.stderr

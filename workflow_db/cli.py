@@ -7,17 +7,25 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
-from .dialects import DEFAULT_URL, URL_ENVIRONMENT_VARIABLE, Database, connect
+from .dialects import DEFAULT_URL, URL_ENVIRONMENT_VARIABLE, Database, connect, redact_text
 from .errors import DatabaseNotFoundError, WorkflowDBError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors never show a password (a URL given where a verb was expected)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_text(message))
+
+
 def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with ``--url``, ``--timeout`` and ``--version``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s (workflow_db {__version__})")
     parser.add_argument("--url", help="database URL (default: $WORKFLOW_DB_URL, else sqlite:///workflow.db)")
     parser.add_argument(

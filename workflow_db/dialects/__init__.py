@@ -34,8 +34,22 @@ __all__ = [
 ]
 
 
-# password= and sslpassword= in the query string: libpq reads both from a URL.
-_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)([^&]*)", re.IGNORECASE)
+# password= and sslpassword= in the query string: libpq reads both from a URL, with
+# the key percent-decoded (pass%77ord= is password=).
+_QUERY_PAIR = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+_SECRET_KEYS = frozenset({"password", "sslpassword"})
+# The same in libpq's keyword/value form: password=x, password = 'a b\' c'.
+_KEYWORD_SECRET = re.compile(r"\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)", re.IGNORECASE)
+# LIBPQ_CHOICES: the values libpq accepts for its enumerated parameters, checked
+# before connecting (libpq itself would only refuse them at each login attempt).
+LIBPQ_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "replication": ("0", "1", "true", "false", "on", "off", "yes", "no", "database"),
+}
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str | None, str]:
@@ -54,20 +68,39 @@ def _split_userinfo(url: str) -> tuple[str, str, str | None, str]:
     return scheme + separator, user, password if colon else None, after
 
 
+def _query_secrets(url: str) -> list[re.Match[str]]:
+    return [match for match in _QUERY_PAIR.finditer(url) if unquote(match.group(2)).lower() in _SECRET_KEYS]
+
+
 def redact_url(url: str) -> str:
-    """``url`` with every password libpq would read (user information, ``password=``,
-    ``sslpassword=``) replaced by ``***``: safe for logs and errors."""
+    """``url`` with every password libpq would read (user information, ``password=`` and
+    ``sslpassword=`` however their keys are encoded, or the keyword/value form) replaced by
+    ``***``: safe for logs and errors."""
+    if "://" not in url:  # libpq's keyword/value form: host=h password=x
+        return _KEYWORD_SECRET.sub(r"\1***", url)
     prefix, user, password, rest = _split_userinfo(url)
     shown = f"{prefix}{user}:***@{rest}" if password is not None else url
-    return _QUERY_SECRET.sub(r"\1***", shown)
+    for match in reversed(_query_secrets(shown)):
+        shown = f"{shown[: match.start(3)]}***{shown[match.end(3) :]}"
+    return shown
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it hidden (a message that may echo one)."""
+    return re.sub(r"\b[A-Za-z][\w+.-]*://\S+", lambda match: redact_url(match.group(0)), text)
 
 
 def url_secrets(url: str) -> list[str]:
     """Every password in ``url``, as written and percent-decoded (to scrub from driver messages)."""
-    _, _, password, _ = _split_userinfo(url)
-    found = [password] if password else []
-    found += [match.group(2) for match in _QUERY_SECRET.finditer(url) if match.group(2)]
-    return sorted({form for secret in found for form in (secret, unquote(secret))}, key=len, reverse=True)
+    if "://" not in url:
+        found = [match.group(2).strip("'") for match in _KEYWORD_SECRET.finditer(url)]
+    else:
+        _, _, password, _ = _split_userinfo(url)
+        found = [password] if password else []
+        found += [match.group(3) for match in _query_secrets(url)]
+    return sorted(
+        {form for secret in found if secret for form in (secret, unquote(secret))}, key=len, reverse=True
+    )
 
 
 def connect(
@@ -212,17 +245,33 @@ def _listen_conninfo(listen_url: object) -> str:
 
 
 def _check_conninfo(url: str, field: str = "") -> None:
-    """ValueError (``field`` first, the password hidden) unless libpq can read ``url``."""
+    """ValueError (``field`` first, the password hidden) unless libpq can read ``url`` and accepts
+    the values of its enumerated parameters (``sslmode``, ``target_session_attrs``, ...)."""
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
+    reason = None
     try:
-        conninfo_to_dict(url)
-    except ProgrammingError:
+        parameters = conninfo_to_dict(url)
+    except ProgrammingError as exc:  # raised below, outside this block: no driver error in its context
+        # Only a parameter's name: libpq's own words can quote a piece of an unencoded password.
+        unknown = re.search(r'invalid URI query parameter: "(\w+)"', str(exc))
+        reason = f'unknown parameter "{unknown.group(1)}"; expected ' if unknown else "expected "
+    if reason is not None:
         raise ValueError(
-            f"{field}malformed postgresql URL {redact_url(url)}: expected "
-            "postgresql://user[:password]@host[:port]/dbname"
-        ) from None
+            f"{field}malformed postgresql URL {redact_url(url)}: {reason}"
+            "postgresql://user[:password]@host[:port][,host2[:port2]...]/dbname[?parameter=value...]"
+        )
+    ports = str(parameters.get("port", "")).split(",")
+    if not all(port.isdigit() and 0 < int(port) < 65536 for port in ports if port):
+        raise ValueError(
+            f"{field}malformed postgresql URL {redact_url(url)}: port={parameters['port']!r}, "
+            "expected port numbers from 1 to 65535"
+        )
+    for name, allowed in LIBPQ_CHOICES.items():
+        value = str(parameters.get(name, allowed[0]))
+        if value.lower() not in allowed:
+            raise ValueError(f"{field}{name}={value!r} in the URL: libpq accepts {', '.join(allowed)}")
 
 
 def _prepare_threshold(value: str) -> int | None:
@@ -247,11 +296,10 @@ def _postgresql_target(url: str, options: dict[str, Any]) -> tuple[str, dict[str
     display_url = redact_url(url)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        raise ValueError(
-            "malformed postgresql URL: expected postgresql://user[:password]@host[:port]/dbname"
-        ) from None
+        parts = None  # raised below, outside this block: no parser error in its context
+    if parts is None:
+        raise ValueError(f"malformed postgresql URL {display_url}: expected postgresql://user@host/dbname")
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = [value for key, value in query if key == "prepare_threshold"]
     if ours:  # ours, not libpq's: set in WORKFLOW_DB_URL when behind PgBouncer

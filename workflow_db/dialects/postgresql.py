@@ -78,6 +78,8 @@ LISTEN_WAKE_GAP = 0.005
 
 # A FATAL error at login is for good (no such role or database, a wrong
 # password), unless the server only was not ready yet.
+# libpq's own refusal of a connection parameter's value, before any server is reached.
+_LIBPQ_REFUSED = re.compile(r"invalid (?:\w+ )?value|invalid connection option", re.IGNORECASE)
 _NOT_READY = re.compile(
     r"starting up|shutting down|in recovery|too many|connection slots|not yet accepting|terminating",
     re.IGNORECASE,
@@ -284,16 +286,19 @@ class PostgresDialect(Dialect):
 
     def _login_failure(
         self, exc: psycopg.OperationalError, waited_enough: bool
-    ) -> DatabaseUnavailableError | None:
+    ) -> DatabaseUnavailableError | ValueError | None:
         """The error to raise for a failed probe login, or None to try again.
 
         A login the server refuses (no such role or database, a wrong
-        password) fails at once with the server's reason; a server that is
-        down, starting or silent is retried until ``timeout``, without a log
-        line per attempt.
+        password) fails at once with the server's reason; a parameter libpq
+        refuses (``keepalives=abc``) at once as a ValueError naming it; a
+        server that is down, starting or silent is retried until ``timeout``,
+        without a log line per attempt.
         """
         message = self._scrub(str(exc))
         reason = _reason(message)
+        if _LIBPQ_REFUSED.search(message):
+            return ValueError(f"PostgreSQL URL {self.display_url}: libpq refuses it: {reason}")
         if "FATAL" in message and not _NOT_READY.search(message):
             return DatabaseUnavailableError(f"PostgreSQL at {self.display_url} refused the login: {reason}")
         if waited_enough:
@@ -433,13 +438,16 @@ class PostgresDatabase(PostgresDialect, Database):
         deadline = time.monotonic() + self.timeout
         pause = 0.05
         while True:
+            failure: DatabaseUnavailableError | ValueError | None = None
             try:
                 psycopg.Connection.connect(self._conninfo, **self._connect_kwargs).close()
                 return
             except psycopg.OperationalError as exc:
                 failure = self._login_failure(exc, time.monotonic() + pause >= deadline)
-                if failure is not None:
+                if isinstance(failure, DatabaseUnavailableError):
                     raise failure from exc
+            if failure is not None:
+                raise failure  # a ValueError, raised here: no driver error in its context
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self, cast
 import psycopg
 import psycopg_pool
 
+from ..errors import DatabaseUnavailableError
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_none, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
 from .postgresql import (
@@ -149,14 +150,17 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         deadline = time.monotonic() + self.timeout
         pause = 0.05
         while True:
+            failure: DatabaseUnavailableError | ValueError | None = None
             try:
                 connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
                 await connection.close()
                 return
             except psycopg.OperationalError as exc:
                 failure = self._login_failure(exc, time.monotonic() + pause >= deadline)
-                if failure is not None:
+                if isinstance(failure, DatabaseUnavailableError):
                     raise failure from exc
+            if failure is not None:
+                raise failure  # a ValueError, raised here: no driver error in its context
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
 
