@@ -7,6 +7,7 @@ two subclasses next to this module.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -79,6 +80,10 @@ class Session(ABC):
     SQL is written once with ``:name`` placeholders; each dialect converts it
     (once per text, cached by its :class:`Database`) to its driver's style.
     """
+
+    deadline: float = math.inf
+    """When the current call must be over (``time.monotonic()``): its waits for a lock and for the
+    server's answer end there (PostgreSQL)."""
 
     def __init__(self, database: Database, connection: Any) -> None:
         self.database = database
@@ -293,6 +298,7 @@ class Database(Dialect):
         """Run one reading statement (inside a transaction: in it)."""
         session = self._local.session
         if session is not None:
+            session.deadline = time.monotonic() + self.timeout  # each call of a transaction has its own
             return session.execute(sql, params, fetch)
         return self._read(sql, params, fetch)
 
@@ -309,6 +315,7 @@ class Database(Dialect):
         """
         session = self._local.session
         if session is not None:
+            session.deadline = time.monotonic() + self.timeout
             if not refusable:
                 return session.execute(sql, params, fetch)
             with session.savepoint():
@@ -324,6 +331,7 @@ class Database(Dialect):
         """A session for reads; inside a transaction, that transaction's session."""
         current = self._local.session
         if current is not None:
+            current.deadline = time.monotonic() + self.timeout
             yield current
             return
         with self._read_session() as session:
@@ -337,6 +345,7 @@ class Database(Dialect):
         """
         current = self._local.session
         if current is not None:
+            current.deadline = time.monotonic() + self.timeout
             with current.savepoint():
                 yield current
             return

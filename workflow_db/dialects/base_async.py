@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,6 +37,9 @@ from .base import (
 
 class AsyncSession(ABC):
     """One connection lent to one task for one unit of work."""
+
+    deadline: float = math.inf
+    """When the current call must be over (``time.monotonic()``), as in :class:`.base.Session`."""
 
     @abstractmethod
     async def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
@@ -141,6 +146,7 @@ class AsyncDatabase(Dialect):
         """Run one reading statement (inside the task's transaction: in it)."""
         session = self._session()
         if session is not None:
+            session.deadline = time.monotonic() + self.timeout  # each call of a transaction has its own
             return await session.execute(sql, params, fetch)
         return await self._read(sql, params, fetch)
 
@@ -149,6 +155,7 @@ class AsyncDatabase(Dialect):
         savepoint of its own when the server may refuse it (see :meth:`.base.Database.write`)."""
         session = self._session()
         if session is not None:
+            session.deadline = time.monotonic() + self.timeout
             if not refusable:
                 return await session.execute(sql, params, fetch)
             async with session.savepoint():
@@ -164,6 +171,7 @@ class AsyncDatabase(Dialect):
         """A session for reads; inside the task's transaction, that transaction's session."""
         current = self._session()
         if current is not None:
+            current.deadline = time.monotonic() + self.timeout
             yield current
             return
         async with self._read_session() as session:
@@ -177,6 +185,7 @@ class AsyncDatabase(Dialect):
         """
         current = self._session()
         if current is not None:
+            current.deadline = time.monotonic() + self.timeout
             async with current.savepoint():
                 yield current
             return

@@ -32,7 +32,7 @@ import select
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -56,6 +56,7 @@ from .base import (
     T,
     fetch_rowcount,
 )
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "U
 # pg_try_advisory_lock key: an arbitrary constant that only workflow_db's migrator uses.
 MIGRATION_LOCK_KEY = 0x1B7C_4E2A_9D35_60F1
 MIGRATION_LOCK_POLL_SECONDS = 0.2
+
+AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+_LOCK_TIMEOUT_PARAMETER = "workflow_db_lock_timeout"
+_LOCK_TIMEOUT_SQL = f"set_config('lock_timeout', :{_LOCK_TIMEOUT_PARAMETER}, true) IS NOT NULL"
+WATCHDOG_GRACE = 0.25
+"""Seconds past a call's deadline before the watchdog closes a connection still waiting: the
+server's own lock timeout ends at the deadline and should answer first."""
 
 LISTEN_CHANNEL = "workflow_changes"
 """The channel on which processes announce their commits (:meth:`PostgresDialect._announce`)."""
@@ -118,7 +126,7 @@ def _to_pyformat(match: re.Match[str]) -> str:
     return match.group(0).replace("%", "%%")
 
 
-def queue_command(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], statement: str) -> Any:
+def queue_command(connection: AnyConnection, statement: str) -> Any:
     """The generator that, in pipeline mode, only queues a result-less command such as ``SAVEPOINT``.
 
     It is how psycopg's own transaction blocks send BEGIN, SAVEPOINT and
@@ -142,20 +150,38 @@ class PostgresSession(Session):
     undoes itself alone when it fails.
     """
 
-    def __init__(self, database: Database, connection: Any, pipeline: psycopg.Pipeline | None = None) -> None:
+    database: PostgresDatabase
+
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        connection: Any,
+        pipeline: psycopg.Pipeline | None = None,
+        deadline: float = math.inf,
+    ) -> None:
         super().__init__(database, connection)
         self.pipeline = pipeline
+        self.deadline = deadline
 
     def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run ``sql`` and return ``fetch(cursor)``; a row count in a pipeline waits for its result."""
-        database = self.database
+        """Run ``sql`` and return ``fetch(cursor)``; a row count in a pipeline waits for its result.
+
+        Its lock waits end at the call's deadline, on the server; its wait for the answer there too,
+        by the watchdog.
+        """
+        database, connection = self.database, self.connection
+        text = database.prepare(sql)
+        key = id(connection)
         try:
-            cursor = self.connection.execute(database.prepare(sql), params)
+            database.watch(connection, self.deadline)
+            cursor = connection.execute(text, database.bounded(text, params, self.deadline))
             if fetch is fetch_rowcount and self.pipeline is not None:
                 self.pipeline.sync()
             return fetch(cursor)
         except database.driver_errors as exc:
-            raise database.translate(exc) from exc
+            raise database.failed(exc, key) from exc
+        finally:
+            database.watchdog.unwatch(key)
 
     def script(self, statement: str) -> None:
         """Run one statement verbatim; in a pipeline, only queue it (see :func:`queue_command`)."""
@@ -169,7 +195,8 @@ class PostgresSession(Session):
         if self.pipeline is not None:
             # A failed statement leaves the pipeline aborted until a sync point; what
             # the sync reports again is the error being undone.
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(WorkflowDBError), self.database.answered(self.connection):
+                self.database.watch(self.connection, time.monotonic() + self.database.timeout)
                 self.pipeline.sync()
         super()._undo(savepoint)
 
@@ -185,10 +212,13 @@ class PostgresSession(Session):
         try:
             yield self
         except BaseException:
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(WorkflowDBError), self.database.answered(self.connection):
+                self.database.watch(self.connection, time.monotonic() + self.database.timeout)
                 self.pipeline.sync()
             self.script("ROLLBACK")
             raise
+        finally:  # the pipeline's closing sync waits for COMMIT's (or ROLLBACK's) outcome
+            self.database.watch(self.connection, time.monotonic() + self.database.timeout)
         self.script("COMMIT")
 
 
@@ -240,6 +270,9 @@ class PostgresDialect(Dialect):
         }
         """What the sync and the async pool are made with, besides ``check`` and ``configure``."""
         self._listen_kwargs = {**self._connect_kwargs, "application_name": "workflow_db listen"}
+        self._bounded_texts: set[str] = set()
+        self.watchdog = Watchdog()
+        """Cuts short a statement still waiting for the server at its call's deadline."""
         self._announce_kwargs = {
             **self._connect_kwargs,
             "prepare_threshold": None,
@@ -314,7 +347,7 @@ class PostgresDialect(Dialect):
         )
 
     @staticmethod
-    def _left_unclean(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    def _left_unclean(connection: AnyConnection) -> bool:
         """After a write session: is the connection still in pipeline mode or in a transaction?
 
         An interrupted block (a cancelled task, KeyboardInterrupt) can leave libpq in
@@ -326,7 +359,7 @@ class PostgresDialect(Dialect):
         return unclean
 
     @staticmethod
-    def _needs_check(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    def _needs_check(connection: AnyConnection) -> bool:
         """Whether a pooled connection must pay a round trip before it is lent.
 
         An idle connection's socket has nothing to read unless the server spoke:
@@ -337,7 +370,7 @@ class PostgresDialect(Dialect):
         return connection.closed or bool(select.select([connection.fileno()], [], [], 0)[0])
 
     @staticmethod
-    def _configure(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    def _configure(connection: AnyConnection) -> None:
         """Hand json and jsonb, and timestamps where their text is ISO 8601 in UTC, to the store as text.
 
         The store's records decode both on first read, the same way on both
@@ -357,9 +390,52 @@ class PostgresDialect(Dialect):
     # -- types, SQL and errors -------------------------------------------------------
 
     def _convert(self, sql: str) -> str:
-        """``:name`` placeholders to pyformat, and each write's lock waits bounded by ``timeout``."""
-        bounded = f"set_config('lock_timeout', '{max(1, round(self.timeout * 1000))}ms', true) IS NOT NULL"
-        return _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql.replace(BOUNDED_LOCK_WAIT, bounded))
+        """``:name`` placeholders to pyformat, and each write's lock waits bounded by what is left
+        of its call's time (a parameter, :meth:`bounded`)."""
+        converted = _PLACEHOLDER_TOKENS.sub(_to_pyformat, sql.replace(BOUNDED_LOCK_WAIT, _LOCK_TIMEOUT_SQL))
+        if BOUNDED_LOCK_WAIT in sql:
+            self._bounded_texts.add(converted)
+        return converted
+
+    # -- one deadline per call --------------------------------------------------------
+
+    def bounded(self, text: str, params: Params, deadline: float) -> Params:
+        """``params`` of the statement ``text``, with its lock timeout: what is left until ``deadline``."""
+        if text not in self._bounded_texts:
+            return params
+        left = deadline - time.monotonic() if deadline != math.inf else self.timeout
+        lock_timeout = f"{max(1, round(left * 1000))}ms"
+        if isinstance(params, Mapping):
+            return {**params, _LOCK_TIMEOUT_PARAMETER: lock_timeout}
+        assert not params, "a statement bounding its lock waits takes named parameters"
+        return {_LOCK_TIMEOUT_PARAMETER: lock_timeout}
+
+    def watch(self, connection: AnyConnection, deadline: float) -> None:
+        """Shut ``connection`` down if it is still waiting for the server at ``deadline`` (plus a grace
+        that lets the server's own lock timeout, at the deadline, answer first)."""
+        if deadline != math.inf:
+            self.watchdog.watch(id(connection), connection.fileno(), deadline + WATCHDOG_GRACE)
+
+    def failed(self, exc: BaseException, key: int) -> WorkflowDBError:
+        """The error for a driver error of a statement on the connection ``key`` (its watch ends)."""
+        if self.watchdog.unwatch(key):
+            return DatabaseUnavailableError(
+                f"PostgreSQL at {self.display_url} did not answer within the timeout of {self.timeout:g} s; "
+                "the connection was closed"
+            )
+        return self.translate(exc)
+
+    @contextmanager
+    def answered(self, connection: AnyConnection) -> Iterator[None]:
+        """Until the block ends: driver errors translated (a wait the watchdog cut short as no
+        answer in time); then whatever ``watch`` armed in it for ``connection`` is over."""
+        key = id(connection)
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise self.failed(exc, key) from exc
+        finally:
+            self.watchdog.unwatch(key)
 
     def encode_time(self, value: datetime) -> datetime:
         """psycopg sends datetimes as timestamptz as they are."""
@@ -458,18 +534,23 @@ class PostgresDatabase(PostgresDialect, Database):
             psycopg_pool.ConnectionPool.check_connection(connection)
 
     @contextmanager
-    def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.translated_errors(), self._pool.connection(timeout=self.timeout) as connection:
+    def _borrow(self, deadline: float) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, waited for until ``deadline`` at most."""
+        with (
+            self.translated_errors(),
+            self._pool.connection(timeout=max(0.0, deadline - time.monotonic())) as connection,
+        ):
             yield connection
 
     def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         # The hot path: getconn/putconn directly (no context managers), one round trip.
+        deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
             connection = self._pool.getconn(timeout=self.timeout)
         except psycopg_pool.PoolTimeout as exc:
             raise self.translate(exc) from exc
         try:
-            return PostgresSession(self, connection).execute(sql, params, fetch)
+            return PostgresSession(self, connection, deadline=deadline).execute(sql, params, fetch)
         finally:
             self._pool.putconn(connection)
 
@@ -478,17 +559,19 @@ class PostgresDatabase(PostgresDialect, Database):
 
     @contextmanager
     def _read_session(self) -> Iterator[Session]:
-        with self._borrow() as connection:
-            yield PostgresSession(self, connection)
+        deadline = time.monotonic() + self.timeout
+        with self._borrow(deadline) as connection:
+            yield PostgresSession(self, connection, deadline=deadline)
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
-        with self._borrow() as connection:
+        deadline = time.monotonic() + self.timeout
+        with self._borrow(deadline) as connection:
             try:
                 with (
-                    self.translated_errors(),
+                    self.answered(connection),  # the pipeline's closing sync: COMMIT's outcome
                     connection.pipeline() as pipeline,
-                    PostgresSession(self, connection, pipeline).transaction() as session,
+                    PostgresSession(self, connection, pipeline, deadline).transaction() as session,
                 ):
                     yield session
             finally:
@@ -554,6 +637,7 @@ class PostgresDatabase(PostgresDialect, Database):
 
     def _close(self) -> None:
         self._closing.set()
+        self.watchdog.close()
         self._announcement.set()
         for thread in (self._listener, self._announcer):
             if thread is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, Self, cast
 import psycopg
 import psycopg_pool
 
-from ..errors import DatabaseUnavailableError
+from ..errors import DatabaseUnavailableError, WorkflowDBError
 from .base import SQL, Fetch, Params, T, fetch_all, fetch_none, fetch_one, fetch_rowcount
 from .base_async import AsyncDatabase, AsyncSession
 from .postgresql import (
@@ -70,30 +71,48 @@ class AsyncPostgresSession(AsyncSession):
         database: AsyncPostgresDatabase,
         connection: psycopg.AsyncConnection[Any],
         pipeline: psycopg.AsyncPipeline | None = None,
+        deadline: float = math.inf,
     ) -> None:
         self.database = database
         self.connection = connection
         self.pipeline = pipeline
+        self.deadline = deadline
         self._savepoints = 0
 
     async def execute(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run ``sql`` and return what ``fetch`` takes from its cursor; errors come out translated."""
-        database = self.database
+        """Run ``sql`` and return what ``fetch`` takes from its cursor; errors come out translated.
+
+        Its lock waits and its wait for the answer end at the call's deadline, as in the sync dialect.
+        """
+        database, connection = self.database, self.connection
+        text = database.prepare(sql)
+        key = id(connection)
         try:
-            cursor = await self.connection.execute(database.prepare(sql), params)
+            database.watch(connection, self.deadline)
+            cursor = await connection.execute(text, database.bounded(text, params, self.deadline))
             if fetch is fetch_rowcount and self.pipeline is not None:
                 await self.pipeline.sync()
             return cast(T, await _ASYNC_FETCH[fetch](cursor))
         except database.driver_errors as exc:
-            raise database.translate(exc) from exc
+            raise database.failed(exc, key) from exc
+        finally:
+            database.watchdog.unwatch(key)
 
     async def _send(self, statement: str) -> None:
         """Run a statement without placeholders; in a pipeline, only queue it (see :func:`queue_command`)."""
-        with self.database.translated_errors():
+        with self.database.answered(self.connection):
             if self.pipeline is None:
+                self.database.watch(self.connection, self.deadline)
                 await self.connection.execute(statement)
             else:
                 await self.connection.wait(queue_command(self.connection, statement))
+
+    async def _synced(self) -> None:
+        """After a failure: sync the pipeline (what it reports again is that failure), within the timeout."""
+        assert self.pipeline is not None
+        with contextlib.suppress(WorkflowDBError), self.database.answered(self.connection):
+            self.database.watch(self.connection, time.monotonic() + self.database.timeout)
+            await self.pipeline.sync()
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[Self]:
@@ -106,8 +125,7 @@ class AsyncPostgresSession(AsyncSession):
                 yield self
             except BaseException:
                 if self.pipeline is not None:  # a failed statement left it aborted until a sync point
-                    with contextlib.suppress(psycopg.Error):
-                        await self.pipeline.sync()
+                    await self._synced()
                 await self._send(f"ROLLBACK TO SAVEPOINT {name}")
                 await self._send(f"RELEASE SAVEPOINT {name}")
                 raise
@@ -177,12 +195,13 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     async def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         # The hot path: getconn/putconn directly (no context managers), one round trip.
         pool = self._async_pool
+        deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
             connection = await pool.getconn(timeout=self.timeout)
         except psycopg_pool.PoolTimeout as exc:
             raise self.translate(exc) from exc
         try:
-            return await AsyncPostgresSession(self, connection).execute(sql, params, fetch)
+            return await AsyncPostgresSession(self, connection, deadline=deadline).execute(sql, params, fetch)
         finally:
             await pool.putconn(connection)
 
@@ -190,38 +209,45 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     _write = _read
 
     @asynccontextmanager
-    async def _borrow(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _borrow(self, deadline: float) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection, waited for until ``deadline`` at most."""
         with self.translated_errors():
-            async with self._async_pool.connection(timeout=self.timeout) as connection:
+            async with self._async_pool.connection(
+                timeout=max(0.0, deadline - time.monotonic())
+            ) as connection:
                 yield connection
 
     @asynccontextmanager
     async def _read_session(self) -> AsyncIterator[AsyncSession]:
-        async with self._borrow() as connection:
-            yield AsyncPostgresSession(self, connection)
+        deadline = time.monotonic() + self.timeout
+        async with self._borrow(deadline) as connection:
+            yield AsyncPostgresSession(self, connection, deadline=deadline)
 
     @asynccontextmanager
     async def _write_session(self) -> AsyncIterator[AsyncSession]:
         """BEGIN ... COMMIT in pipeline mode: both queued, COMMIT's outcome comes with the closing sync."""
-        async with self._borrow() as connection:
+        deadline = time.monotonic() + self.timeout
+        async with self._borrow(deadline) as connection:
             try:
-                with self.translated_errors():
+                with self.answered(connection):  # the pipeline's closing sync: COMMIT's outcome
                     async with connection.pipeline() as pipeline:
-                        session = AsyncPostgresSession(self, connection, pipeline)
+                        session = AsyncPostgresSession(self, connection, pipeline, deadline)
                         await session._send("BEGIN")
                         try:
                             yield session
                         except BaseException:
-                            with contextlib.suppress(psycopg.Error):
-                                await pipeline.sync()
+                            await session._synced()
                             await session._send("ROLLBACK")
                             raise
+                        finally:
+                            self.watch(connection, time.monotonic() + self.timeout)
                         await session._send("COMMIT")
             finally:
                 if self._left_unclean(connection):
                     await connection.close()
 
     async def _close(self) -> None:
+        self.watchdog.close()
         for task in (self._listener, self._announcer):
             if task is not None:
                 task.cancel()
