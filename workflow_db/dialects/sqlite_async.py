@@ -178,6 +178,18 @@ def _done_with(idle: list[_Workers], thread: _Workers, release: Callable[[], obj
     release()
 
 
+def _release_on(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
+    """Free a transaction thread's slot on ``loop`` (from that thread).
+
+    The loop may have closed meanwhile (``asyncio.run`` ended right after the
+    transaction): then nobody waits for the slot, and a clean shutdown logs nothing.
+    """
+    try:
+        loop.call_soon_threadsafe(slots.release)
+    except RuntimeError:
+        logger.debug("a transaction thread finished after its event loop closed")
+
+
 def _leave_if_entered(block: AbstractContextManager[Any], entered: list[bool], exc: BaseException) -> None:
     if entered:
         block.__exit__(type(exc), exc, exc.__traceback__)
@@ -254,9 +266,7 @@ class AsyncSQLiteDatabase(AsyncDatabase):
                 yield AsyncSQLiteSession(session, thread)
         finally:
             # Free once the thread has run every step queued on it, even a cancelled task's.
-            release = functools.partial(
-                asyncio.get_running_loop().call_soon_threadsafe, self._thread_slots.release
-            )
+            release = functools.partial(_release_on, asyncio.get_running_loop(), self._thread_slots)
             thread.queue(_done_with, self._idle_threads, thread, release)
 
     # -- types, SQL and errors: the sync adapter's ----------------------------------------
