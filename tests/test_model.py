@@ -297,6 +297,13 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             run.last_message = run.last_message if message is None else message
             run.output = run.output if output is None else output
             self.check_run(run_id, result)
+            if status == "cancelled":  # whatever the path, a cancel ends the unfinished nodes
+                stored = {s.node_id: s for s in store.list_node_states(run_id)}
+                for (owner, node), state in self.model.states.items():
+                    if owner == run_id and state.status in ("pending", "running"):
+                        state.status = "cancelled"
+                        state.completed_at = stored[node].completed_at
+                        assert state.completed_at is not None
 
         @rule(
             future=st.booleans(),
@@ -354,8 +361,26 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             error: str | None,
         ) -> None:
             if self.model.runs[run_id].status == "cancelled":  # a cancelled run's node states are final
-                with pytest.raises(ConflictError, match="is cancelled"):
-                    store.set_node_state(run_id, node, status=status, progress=progress, error=error)
+                stored = self.model.states.get((run_id, node))
+                forced = status or ("failed" if error is not None else None)
+                unchanged = stored is not None and (
+                    not (forced is None and progress is not None and stored.status == "pending")
+                    and forced in (None, stored.status)
+                    and progress in (None, stored.progress)
+                    and messages in (None, stored.messages)
+                    and error in (None, stored.error)
+                )
+                if not unchanged:
+                    with pytest.raises(ConflictError, match="is cancelled"):
+                        store.set_node_state(
+                            run_id, node, status=status, progress=progress, messages=messages, error=error
+                        )
+                    return
+                # A write that changes nothing (a retry, a wind-down): the stored state, untouched.
+                result = store.set_node_state(
+                    run_id, node, status=status, progress=progress, messages=messages, error=error
+                )
+                self.check_state((run_id, node), result)
                 return
             result = store.set_node_state(
                 run_id, node, status=status, progress=progress, messages=messages, error=error
@@ -426,7 +451,7 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             if status == "cancelled":  # its node write refuses, and takes the status change with it
                 with pytest.raises(ConflictError), store.transaction():
                     store.update_run_status(run_id, status, last_message="in a transaction")
-                    store.set_node_state(run_id, "a", progress=progress)
+                    store.append_node_message(run_id, "a", "late")  # an append always changes the state
                 return
             with store.transaction():
                 self.apply_update_run_status(run_id, status, False, "in a transaction", None, None)

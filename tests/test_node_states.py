@@ -197,3 +197,30 @@ def test_a_rolled_back_node_write_leaves_the_run_untouched(store: WorkflowStore,
         store.set_node_state(run_id, "a", progress=0.4)
         raise RuntimeError("undo")
     assert store.get_run(run_id) == before
+
+
+def test_a_listed_node_appends_as_cheaply_as_a_new_one(store: WorkflowStore) -> None:
+    """Schema 9: a list set_node_state wrote is kept as rows too, so that an append never rewrites
+    it (SQLite rewrites a whole row on every update). Read back whole, in order, on both databases."""
+    run = store.create_run(make_graph(store, "p", "listed", "short").id)
+    listed = [f"message {index}" for index in range(2000)]
+    assert store.set_node_state(run.id, "listed", messages=listed).messages == listed
+    store.set_node_state(run.id, "short", messages=["one"])
+    for index in range(3):
+        assert store.append_node_message(run.id, "listed", f"after {index}").messages == [f"after {index}"]
+    assert present(store.get_node_state(run.id, "listed")).messages == [
+        *listed,
+        "after 0",
+        "after 1",
+        "after 2",
+    ]
+    assert store.set_node_state(run.id, "listed", messages=["replaced"]).messages == ["replaced"]
+    store.append_node_message(run.id, "listed", "then")
+    assert present(store.get_node_state(run.id, "listed")).messages == ["replaced", "then"]
+    assert store.set_node_state(run.id, "listed", messages=[]).messages == []
+    assert present(store.get_node_state(run.id, "listed")).messages == []
+    if store.db.dialect == "sqlite":  # the row itself stays small: the list lives in its rows
+        with store.db.reading() as session:
+            assert session.one(
+                "SELECT messages_json, appended FROM workflow_node_states WHERE node_id = 'short'"
+            ) == ("[]", 1)

@@ -1,0 +1,5 @@
+-- workflow_db schema 9 for PostgreSQL: nothing changes. SQLite's schema 9 files
+-- a list set_node_state writes as rows, because SQLite rewrites a whole row
+-- (a long messages_json included) on every append. PostgreSQL keeps a long
+-- value out of line (TOAST) and an update that leaves it unchanged does not
+-- rewrite it. The file keeps the two dialects' schema versions the same.
