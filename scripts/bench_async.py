@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import statistics
 import sys
 import time
@@ -86,7 +87,8 @@ def recorded_write(db: Database) -> Iterator[list[tuple[str, Any]]]:
     write = db.write
 
     def recording(sql: Any, params: Any, fetch: Any, *, refusable: bool = False) -> Any:
-        seen.append((db.prepare(sql), params))
+        text = db.prepare(sql)
+        seen.append((text, db.bounded(text, params, math.inf)))  # as the dialect sends them
         return write(sql, params, fetch, refusable=refusable)
 
     db.write = recording  # type: ignore[method-assign]

@@ -124,6 +124,14 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             old = self.service.update_run_status(run_id, status, last_message, finished)
             new = self.swapped.update_run_status(run_id, status, last_message, finished)
             assert (old is None) == (new is None)
+            if old is not None and status is legacy.WorkflowRunStatus.CANCELLED:
+                # A change for its callers (API v3): a cancel, whatever the path, ends the unfinished nodes.
+                states = self.service._run_node_states[run_id]
+                for node_id, state in states.items():
+                    if state.status in (legacy.WorkflowNodeStatus.IDLE, legacy.WorkflowNodeStatus.RUNNING):
+                        states[node_id] = state.model_copy(
+                            update={"status": legacy.WorkflowNodeStatus.CANCELLED}
+                        )
 
         @rule(
             data=st.data(),
@@ -135,7 +143,14 @@ def make_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             run_id = self.run_id(data)
             run = self.service.get_run(run_id)
             if run is not None and run.status is legacy.WorkflowRunStatus.CANCELLED:
-                # The one change for its callers: a cancelled run's node states are final.
+                # A change for its callers: a cancelled run's node states are final; a write that
+                # changes nothing (the executor's wind-down) returns the stored state.
+                current = self.service.get_node_state(run_id, node_id)
+                requested = (node_id, "pending" if status.value == "idle" else status.value, progress)
+                if current is not None and node_view(current) == requested:
+                    kept = self.swapped.set_node_state(run_id, node_id, status=status, progress=progress)
+                    assert kept is not None and node_view(kept) == requested
+                    return
                 with pytest.raises(ConflictError, match="is cancelled"):
                     self.swapped.set_node_state(run_id, node_id, status=status, progress=progress)
                 return

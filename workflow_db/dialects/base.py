@@ -184,6 +184,11 @@ class Dialect(ABC):
             converted = self._prepared[sql] = self._convert(text)
             return converted
 
+    def bounded(self, text: str, params: Params, deadline: float) -> Params:
+        """``params`` of the prepared statement ``text`` as sent before ``deadline`` (PostgreSQL adds
+        its lock timeout: what is left of the call's time); here, as they are."""
+        return params
+
     @contextmanager
     def translated_errors(self) -> Iterator[None]:
         """Translate driver exceptions raised inside into workflow_db.errors."""
