@@ -81,17 +81,18 @@ class RunIn(BaseModel):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One pool for the process, one replica executing runs; both closed on shutdown."""
     url = os.environ.get("WORKFLOW_DB_URL", "sqlite:///workflow.db")
+    pool_size = int(os.environ.get("SERVICE_POOL_SIZE", "8"))
     if url == "memory:":  # the service as it was, on dictionaries (the benchmark's ceiling)
         store = cast(AsyncWorkflowStore, MemoryStore())  # the same calls, duck-typed
         db = None
     else:
         db = await connect_async(
             url,
-            max_size=int(os.environ.get("SERVICE_POOL_SIZE", "8")),
+            max_size=pool_size,
             listen_url=os.environ.get("WORKFLOW_DB_LISTEN_URL") or None,
         )
         store = AsyncWorkflowStore(db)
-    replica = Replica(store)
+    replica = Replica(store, write_slots=max(1, pool_size - 2))
     app.state.store, app.state.replica = store, replica
     replica.start()
     try:

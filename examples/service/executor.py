@@ -50,9 +50,13 @@ class Replica:
     timing: Timing = field(default_factory=Timing)
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    write_slots: int = 6
+    """Node writes of the executors in flight at once: the pool's size less two, so that the
+    API's requests (GET a run, its summary, the event streams) never queue behind them."""
     write_seconds: list[float] = field(default_factory=list)
     """How long each node write of this replica's executors took (for ``GET /stats``)."""
     _hunter: asyncio.Task[None] | None = None
+    _slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
         """Begin hunting orphans (call from the app's lifespan)."""
@@ -158,8 +162,12 @@ class Replica:
         return True
 
     async def _timed(self, write: Awaitable[object]) -> None:
+        """Make a node write in one of the write slots, and time it (the slot's wait included)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.write_slots)
         started = time.perf_counter()
-        await write
+        async with self._slots:
+            await write
         self.write_seconds.append(time.perf_counter() - started)
 
     async def _renew(self, run_id: str, paused: asyncio.Event) -> None:
