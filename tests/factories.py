@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,3 +110,24 @@ def orphan(store: WorkflowStore, *run_ids: str, seconds_ago: float = 3600) -> No
             session.run(
                 "UPDATE workflow_runs SET updated_at = :stale WHERE id = :id", {"stale": stale, "id": run_id}
             )
+
+
+def start_together(script: str, argument_lists: list[list[str]]) -> list[subprocess.Popen[str]]:
+    """One ``python -c script`` process per argument list, released at once: each prints ``ready``
+    when set up and waits for a line on stdin."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for arguments in argument_lists
+    ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return processes

@@ -12,11 +12,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import httpx
 from factories import make_graph
-from test_service import Service
+from test_service import Service, read_events
 
 from workflow_db import WorkflowStore, connect
 
@@ -106,31 +104,10 @@ def test_the_fastapi_app_under_uvicorn(db_url: str, tmp_path: Path) -> None:
             assert client.get(f"/projects/p/runs/{run_id}").json()["id"] == run_id
             assert client.get(f"/projects/q/runs/{run_id}").status_code == 404
             assert client.get("/projects/p/runs/nope").status_code == 404
-            events = read_sse(client, "/projects/p/events", 3)  # the run and its two nodes, as they are now
+            events = read_events(server, "p", 3, None)  # the run and its two nodes, as they are now
             assert {event["event"] for event in events} == {"run", "node_state"}
-            resumed = read_sse(client, "/projects/p/events", 1, last_event_id=events[0]["id"])
+            resumed = read_events(server, "p", 1, last_event_id=events[0]["id"])
             assert resumed[0]["id"] > events[0]["id"]
         finally:
             server.stop()
     assert "Traceback" not in log.read_text() and "ERROR" not in log.read_text()  # clients left cleanly
-
-
-def read_sse(
-    client: httpx.Client, path: str, count: int, last_event_id: int | None = None
-) -> list[dict[str, Any]]:
-    """The first ``count`` events of a stream, then the client leaves."""
-    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    events: list[dict[str, Any]] = []
-    event: dict[str, Any] = {}
-    with client.stream("GET", path, headers=headers) as response:
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                event["id"] = int(line[4:])
-            elif line.startswith("event: "):
-                event["event"] = line[7:]
-            elif line == "" and event:
-                events.append(event)
-                event = {}
-                if len(events) == count:
-                    break
-    return events

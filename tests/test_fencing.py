@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from factories import make_graph, orphan, present
+from factories import make_graph, orphan, present, start_together
 
 from workflow_db import ConflictError, ValidationError, WorkflowRun, WorkflowStore, connect
 
@@ -236,21 +236,7 @@ def test_racing_holders_only_ever_land_the_current_holders_writes(db_url: str) -
         graph = make_graph(store, "p", "a")
         ids = [store.create_run(graph.id, status="running", id=f"race-{n:04d}").id for n in range(1000)]
         orphan(store, *ids)
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, db_url, f"replica-{n}", "4"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(8)
-    ]
-    for racer in racers:
-        assert racer.stdout is not None and racer.stdout.readline() == "ready\n"
-    for racer in racers:
-        assert racer.stdin is not None
-        racer.stdin.write("go\n")
-        racer.stdin.flush()
+    racers = start_together(RACER, [[db_url, f"replica-{n}", "4"] for n in range(8)])
     issued: dict[tuple[str, int], str] = {}  # (run, token) -> the owner its claim went to
     for n, racer in enumerate(racers):
         out, _ = racer.communicate(timeout=300)

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from factories import empty_database, make_graph, orphan, present
+from factories import empty_database, make_graph, orphan, present, start_together
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -144,21 +144,7 @@ def test_eight_processes_claim_a_thousand_orphans_each_exactly_once(db_url: str)
         graph = make_graph(store, "p", "a")
         ids = [store.create_run(graph.id, status="running", id=f"orphan-{n:04d}").id for n in range(1000)]
         orphan(store, *ids)
-    claimers = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, db_url, f"replica-{n}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(8)
-    ]
-    for claimer in claimers:
-        assert claimer.stdout is not None and claimer.stdout.readline() == "ready\n"
-    for claimer in claimers:
-        assert claimer.stdin is not None
-        claimer.stdin.write("go\n")
-        claimer.stdin.flush()
+    claimers = start_together(CLAIMER, [[db_url, f"replica-{n}"] for n in range(8)])
     claimed = {}
     for n, claimer in enumerate(claimers):
         out, _ = claimer.communicate(timeout=300)
