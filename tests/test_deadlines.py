@@ -56,6 +56,7 @@ def unavailable_within_the_deadline(call: Callable[[], object]) -> None:
     assert time.monotonic() - started < BOUND
 
 
+@pytest.mark.postgresql
 def test_a_frozen_server_gives_unavailable_within_the_timeout_then_the_pool_heals(
     cluster: ThrowawayCluster,
 ) -> None:
@@ -79,6 +80,7 @@ def test_a_frozen_server_gives_unavailable_within_the_timeout_then_the_pool_heal
         assert present(store.set_node_state(run.id, "a", progress=0.7)).progress == 0.7
 
 
+@pytest.mark.postgresql
 def test_a_frozen_server_gives_unavailable_within_the_timeout_to_the_async_store(
     cluster: ThrowawayCluster,
 ) -> None:
