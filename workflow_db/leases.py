@@ -68,7 +68,7 @@ class RunLeases:
 
         Free: its lease expired, or nobody owns it and nobody touched it for
         ``lease_seconds``. Concurrent callers in any number of processes never
-        claim the same run. Oldest ``updated_at`` first.
+        claim the same run. Oldest first: expired leases by expiry, unowned runs by start.
         """
         statuses = to_statuses(WorkflowRunStatus, status)
         finished = [s.value for s in statuses if s in TERMINAL_RUN_STATUSES]
