@@ -51,7 +51,11 @@ class Service:
             stderr=stderr,
         )  # fmt: skip
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        wait_for(self._answers, what="the service to answer")
+        try:
+            wait_for(self._answers, what="the service to answer")
+        except BaseException:  # never leave a process behind
+            self.stop(signal.SIGKILL)
+            raise
         health = self.client.get("/healthz")
         self.owner = health.json()["owner"] if health.status_code == 200 else ""
 
