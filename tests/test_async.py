@@ -30,6 +30,7 @@ from workflow_db import (
     connect,
     connect_async,
 )
+from workflow_db.dialects.base_async import AsyncChangeSignal
 from workflow_db.dialects.sqlite_async import TRANSACTION_THREADS, AsyncSQLiteDatabase, _release_on
 from workflow_db.migrate import upgrade
 
@@ -372,3 +373,20 @@ def test_a_clean_shutdown_logs_nothing_above_debug(tmp_path: Path, caplog: pytes
         closed.close()
         _release_on(closed, asyncio.Semaphore())  # what a late thread meets: no error
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
+
+
+def test_a_watcher_cancelled_as_a_change_wakes_it_stays_cancelled() -> None:
+    """Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the awaited thing
+    completes: a watcher stopped just as a change woke it kept running for ever (and whoever
+    awaited it, with it)."""
+
+    async def body() -> None:
+        signal = AsyncChangeSignal()
+        waiter = asyncio.create_task(signal.wait(signal.generation, 30))
+        await asyncio.sleep(0)  # the watcher is waiting
+        signal.bump()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    run(body)

@@ -245,7 +245,8 @@ class MemoryStore:
                 continue
             async with self._changed:
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait()
                 except TimeoutError:
                     return
 

@@ -85,8 +85,11 @@ class AsyncChangeSignal:
             return
         if self._changed is None:
             self._changed = asyncio.Event()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+        # arrives as the event is set, and the watcher would never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds`` (a fetcher keeping its distance from the previous fetch)."""

@@ -250,8 +250,9 @@ class AsyncSQLiteDatabase(AsyncDatabase):
     @asynccontextmanager
     async def _session_on_thread(self, block: AbstractContextManager[Session]) -> AsyncIterator[AsyncSession]:
         """A sync session opened, used and closed on a thread of its own (taken from the idle ones)."""
-        try:
-            await asyncio.wait_for(self._thread_slots.acquire(), self.timeout)
+        try:  # asyncio.timeout: wait_for (3.11) can swallow a cancellation that comes with the slot
+            async with asyncio.timeout(self.timeout):
+                await self._thread_slots.acquire()
         except TimeoutError:
             raise DatabaseUnavailableError(
                 f"sqlite database {self._path!r} is locked: {TRANSACTION_THREADS} transactions of this "
