@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "workflow_db"
 
-MODULES = ("store", "lifecycle", "leases", "feed")
+MODULES = ("store", "lifecycle", "leases", "feed", "checkpoint_saver")
 """The modules generated: ``<name>.py`` from ``<name>_async.py``."""
 
 RENAMES = {
@@ -34,6 +34,16 @@ RENAMES = {
     "AsyncRunLeases": "RunLeases",
     "AsyncChangeFeed": "ChangeFeed",
     "AsyncDatabase": "Database",
+    "AsyncSession": "Session",
+    "AsyncWorkflowCheckpointSaver": "WorkflowCheckpointSaver",
+    "aput": "put",
+    "aput_writes": "put_writes",
+    "aget_tuple": "get_tuple",
+    "alist": "list",
+    "adelete_thread": "delete_thread",
+    "adelete_for_runs": "delete_for_runs",
+    "acopy_thread": "copy_thread",
+    "aprune": "prune",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",
     "connect_async": "connect",

@@ -132,6 +132,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (7, "change_feed_run_lookup", "applied", True),
         (8, "quiet_feed_and_fencing", "applied", True),
         (9, "listed_messages_as_rows", "applied", True),
+        (10, "langgraph_checkpoints", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
