@@ -37,6 +37,9 @@ def make_graph(
 
 
 TABLES = (
+    "langgraph_writes",
+    "langgraph_blobs",
+    "langgraph_checkpoints",
     "workflow_changes",
     "workflow_node_messages",
     "workflow_node_states",
