@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from factories import make_graph
+from factories import make_graph, present
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
@@ -157,13 +157,15 @@ def test_bad_input_is_refused_before_anything_is_written(db: Database) -> None:
 
 def table_counts(db: Database, thread_id: str) -> tuple[int, int, int]:
     """How many checkpoints, blobs and writes ``thread_id`` has."""
+    counts = [
+        f"(SELECT count(*) FROM {table} WHERE thread_id = :thread_id)"
+        for table in ("langgraph_checkpoints", "langgraph_blobs", "langgraph_writes")
+    ]
     with db.reading() as session:
-        return tuple(  # type: ignore[return-value]
-            session.one(
-                f"SELECT count(*) FROM {table} WHERE thread_id = :thread_id", {"thread_id": thread_id}
-            )[0]
-            for table in ("langgraph_checkpoints", "langgraph_blobs", "langgraph_writes")
+        checkpoints, blobs, writes = present(
+            session.one(f"SELECT {', '.join(counts)}", {"thread_id": thread_id})
         )
+    return checkpoints, blobs, writes
 
 
 def checkpointed_run(store: WorkflowStore, saver: WorkflowCheckpointSaver, project_id: str = "p1") -> str:
@@ -184,12 +186,12 @@ def test_a_checkpoint_written_in_a_store_transaction_commits_and_rolls_back_with
         saver.put(config, empty_checkpoint(), {"step": 0}, {})
         raise RuntimeError("the node failed after its checkpoint")
     assert saver.get_tuple(config) is None
-    assert store.get_node_state(run.id, "a").status.value == "pending"
+    assert present(store.get_node_state(run.id, "a")).status.value == "pending"
     with store.transaction():
         store.set_node_state(run.id, "a", status="completed")
         saver.put(config, empty_checkpoint(), {"step": 0}, {})
     assert saver.get_tuple(config) is not None
-    assert store.get_node_state(run.id, "a").status.value == "completed"
+    assert present(store.get_node_state(run.id, "a")).status.value == "completed"
 
 
 def test_the_async_saver_joins_the_async_stores_transaction(db: Database, db_url: str) -> None:
@@ -203,8 +205,8 @@ def test_the_async_saver_joins_the_async_stores_transaction(db: Database, db_url
                 async with store.transaction():
                     await store.set_node_state(run.id, "a", status="completed")
                     await saver.aput(config, empty_checkpoint(), {"step": 0}, {})
-                    await saver.aput_writes(config | {"configurable": {**config["configurable"], "checkpoint_id": "x"}},
-                                            [("visited", ["a"])], "task-1")  # fmt: skip
+                    on_it: RunnableConfig = {"configurable": {**config["configurable"], "checkpoint_id": "x"}}
+                    await saver.aput_writes(on_it, [("visited", ["a"])], "task-1")
                     raise RuntimeError("the node failed after its checkpoint")
             assert await saver.aget_tuple(config) is None
             async with store.transaction():
@@ -214,14 +216,14 @@ def test_the_async_saver_joins_the_async_stores_transaction(db: Database, db_url
 
     asyncio.run(check())
     assert table_counts(db, run.id) == (1, 0, 0)
-    assert WorkflowStore(db).get_node_state(run.id, "a").status.value == "completed"
+    assert present(WorkflowStore(db).get_node_state(run.id, "a")).status.value == "completed"
 
 
 def test_a_runs_checkpoints_go_with_the_run(db: Database) -> None:
     store, saver = WorkflowStore(db), WorkflowCheckpointSaver(db)
     deleted, pruned, kept = (checkpointed_run(store, saver) for _ in range(3))
     assert all(part > 0 for part in table_counts(db, deleted))
-    store.delete_graph(store.get_run(deleted).workflow_id, cascade=True)
+    store.delete_graph(present(store.get_run(deleted)).workflow_id, cascade=True)
     assert table_counts(db, deleted) == (0, 0, 0)
     store.update_run_status(pruned, "completed")
     store.update_run_status(kept, "running")
