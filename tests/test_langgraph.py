@@ -23,6 +23,7 @@ from langgraph.graph import END, START, StateGraph
 import workflow_db.checkpoints
 from workflow_db import (
     AsyncWorkflowStore,
+    ConflictError,
     Database,
     IntegrityError,
     ValidationError,
@@ -276,3 +277,28 @@ except ImportError as exc:
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert 'pip install "workflow_db[langgraph]"' in result.stdout
+
+
+def test_a_write_fenced_by_a_lease_token_is_refused_once_the_run_changed_hands(db: Database) -> None:
+    store, saver = WorkflowStore(db), WorkflowCheckpointSaver(db)
+    run_id = store.create_run(make_graph(store).id).id
+    first = present(present(store.claim_run(run_id, "replica-1")).lease_token)
+    store.release_run(run_id, "replica-1")
+    second = present(present(store.claim_run(run_id, "replica-2")).lease_token)
+    config: RunnableConfig = {
+        "configurable": {"thread_id": run_id, "checkpoint_ns": "", "lease_token": first}
+    }
+    with pytest.raises(ConflictError, match=f"lease {first} is no longer held"):
+        saver.put(config, empty_checkpoint(), {}, {})
+    with pytest.raises(ConflictError):
+        saver.put_writes(config | {"configurable": {**config["configurable"], "checkpoint_id": "x"}},
+                         [("visited", ["a"])], "task-1")  # fmt: skip
+    assert table_counts(db, run_id) == (0, 0, 0)
+    held = saver.put(config | {"configurable": {**config["configurable"], "lease_token": second}},
+                     empty_checkpoint(), {}, {})  # fmt: skip
+    assert saver.get_tuple(held) is not None
+    with pytest.raises(
+        ValidationError, match="lease_token: expected None or the lease_token"
+    ):
+        saver.put(config | {"configurable": {**config["configurable"], "lease_token": "x"}},
+                  empty_checkpoint(), {}, {})  # fmt: skip

@@ -20,9 +20,9 @@ from .checkpoints import (
     COPY_THREAD,
     DELETE_FOR_RUNS,
     DELETE_THREADS,
-    THREAD_IN_PROJECT,
     USES_DELTA_CHANNELS,
     CheckpointSaverCore,
+    Guard,
     id_array,
     thread_key,
 )
@@ -67,8 +67,8 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
     ) -> RunnableConfig:
         """Store ``checkpoint`` (and the values of the channels in ``new_versions``) in one transaction;
         return the config that names it."""
-        thread_id, next_config, statements = self._put_statements(config, checkpoint, metadata, new_versions)
-        self._write(thread_id, statements)
+        guard, next_config, statements = self._put_statements(config, checkpoint, metadata, new_versions)
+        self._write(guard, statements)
         return next_config
 
     def put_writes(
@@ -79,8 +79,8 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
         task_path: str = "",
     ) -> None:
         """Store the writes a task made on top of the checkpoint ``config`` names, in one transaction."""
-        thread_id, statements = self._writes_statements(config, writes, task_id, task_path)
-        self._write(thread_id, statements)
+        guard, statements = self._writes_statements(config, writes, task_id, task_path)
+        self._write(guard, statements)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (its ``checkpoint_id``, else the thread's newest), with its
@@ -127,7 +127,7 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
         params = self._params(
             source_thread_id=thread_key(source_thread_id, "source_thread_id"), thread_id=target
         )
-        self._run(COPY_THREAD, params, thread_id=target)
+        self._run(COPY_THREAD, params, self._guard({"configurable": {}}, target))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``"keep_latest"``: keep only the newest checkpoint of each namespace of each thread (with its
@@ -149,28 +149,23 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
 
     # -- one transaction ---------------------------------------------------------------------
 
-    def _write(self, thread_id: str, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
-        """Run ``statements`` for ``thread_id`` in one transaction, after checking the saver's scope."""
+    def _write(self, guard: Guard, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
+        """Run ``statements`` in one transaction, after the ``guard`` check."""
         with self.db.writing(quiet=True) as session:
-            self._check_scope(session, thread_id)
+            self._check(session, guard)
             for sql, params in statements:
                 session.execute(sql, params, fetch_none)
 
     def _run(
-        self,
-        statements: Sequence[Scoped[DialectSQL]],
-        params: Mapping[str, Any],
-        thread_id: str | None = None,
+        self, statements: Sequence[Scoped[DialectSQL]], params: Mapping[str, Any], guard: Guard = None
     ) -> None:
-        """Run scoped ``statements`` with ``params`` in one transaction (writing ``thread_id``, if given)."""
+        """Run scoped ``statements`` with ``params`` in one transaction, after the ``guard`` check."""
         with self.db.writing(quiet=True) as session:
-            if thread_id is not None:
-                self._check_scope(session, thread_id)
+            self._check(session, guard)
             for statement in statements:
                 session.execute(statement.pick(self.project_id), params, fetch_none)
 
-    def _check_scope(self, session: Session, thread_id: str) -> None:
-        """Raise IntegrityError if the saver is scoped and ``thread_id`` is not a run of its project."""
-        scope = self._scope_params(thread_id)
-        if scope is not None and session.execute(THREAD_IN_PROJECT, scope, fetch_one) is None:
-            raise self._out_of_scope(thread_id)
+    def _check(self, session: Session, guard: Guard) -> None:
+        """Raise (the transaction rolls back) if ``guard`` is given and finds no run."""
+        if guard is not None and session.execute(guard[0], guard[1], fetch_one) is None:
+            raise self._refused(guard[1])

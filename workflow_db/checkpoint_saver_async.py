@@ -19,9 +19,9 @@ from .checkpoints import (
     COPY_THREAD,
     DELETE_FOR_RUNS,
     DELETE_THREADS,
-    THREAD_IN_PROJECT,
     USES_DELTA_CHANNELS,
     CheckpointSaverCore,
+    Guard,
     id_array,
     thread_key,
 )
@@ -66,8 +66,8 @@ class AsyncWorkflowCheckpointSaver(CheckpointSaverCore):
     ) -> RunnableConfig:
         """Store ``checkpoint`` (and the values of the channels in ``new_versions``) in one transaction;
         return the config that names it."""
-        thread_id, next_config, statements = self._put_statements(config, checkpoint, metadata, new_versions)
-        await self._write(thread_id, statements)
+        guard, next_config, statements = self._put_statements(config, checkpoint, metadata, new_versions)
+        await self._write(guard, statements)
         return next_config
 
     async def aput_writes(
@@ -78,8 +78,8 @@ class AsyncWorkflowCheckpointSaver(CheckpointSaverCore):
         task_path: str = "",
     ) -> None:
         """Store the writes a task made on top of the checkpoint ``config`` names, in one transaction."""
-        thread_id, statements = self._writes_statements(config, writes, task_id, task_path)
-        await self._write(thread_id, statements)
+        guard, statements = self._writes_statements(config, writes, task_id, task_path)
+        await self._write(guard, statements)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (its ``checkpoint_id``, else the thread's newest), with its
@@ -126,7 +126,7 @@ class AsyncWorkflowCheckpointSaver(CheckpointSaverCore):
         params = self._params(
             source_thread_id=thread_key(source_thread_id, "source_thread_id"), thread_id=target
         )
-        await self._run(COPY_THREAD, params, thread_id=target)
+        await self._run(COPY_THREAD, params, self._guard({"configurable": {}}, target))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``"keep_latest"``: keep only the newest checkpoint of each namespace of each thread (with its
@@ -148,28 +148,23 @@ class AsyncWorkflowCheckpointSaver(CheckpointSaverCore):
 
     # -- one transaction ---------------------------------------------------------------------
 
-    async def _write(self, thread_id: str, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
-        """Run ``statements`` for ``thread_id`` in one transaction, after checking the saver's scope."""
+    async def _write(self, guard: Guard, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
+        """Run ``statements`` in one transaction, after the ``guard`` check."""
         async with self.db.writing(quiet=True) as session:
-            await self._check_scope(session, thread_id)
+            await self._check(session, guard)
             for sql, params in statements:
                 await session.execute(sql, params, fetch_none)
 
     async def _run(
-        self,
-        statements: Sequence[Scoped[DialectSQL]],
-        params: Mapping[str, Any],
-        thread_id: str | None = None,
+        self, statements: Sequence[Scoped[DialectSQL]], params: Mapping[str, Any], guard: Guard = None
     ) -> None:
-        """Run scoped ``statements`` with ``params`` in one transaction (writing ``thread_id``, if given)."""
+        """Run scoped ``statements`` with ``params`` in one transaction, after the ``guard`` check."""
         async with self.db.writing(quiet=True) as session:
-            if thread_id is not None:
-                await self._check_scope(session, thread_id)
+            await self._check(session, guard)
             for statement in statements:
                 await session.execute(statement.pick(self.project_id), params, fetch_none)
 
-    async def _check_scope(self, session: AsyncSession, thread_id: str) -> None:
-        """Raise IntegrityError if the saver is scoped and ``thread_id`` is not a run of its project."""
-        scope = self._scope_params(thread_id)
-        if scope is not None and await session.execute(THREAD_IN_PROJECT, scope, fetch_one) is None:
-            raise self._out_of_scope(thread_id)
+    async def _check(self, session: AsyncSession, guard: Guard) -> None:
+        """Raise (the transaction rolls back) if ``guard`` is given and finds no run."""
+        if guard is not None and await session.execute(guard[0], guard[1], fetch_one) is None:
+            raise self._refused(guard[1])

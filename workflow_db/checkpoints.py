@@ -40,11 +40,14 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from .calls import DEFAULT_MAX_JSON_BYTES
+from .calls import DEFAULT_MAX_JSON_BYTES, check_lease_token, lost_lease
 from .dialects.base import SQL, Dialect, DialectSQL, Row
-from .errors import IntegrityError, ValidationError
+from .errors import IntegrityError, ValidationError, WorkflowDBError
 from .models import JsonCodec, check_key, check_text
 from .queries import BOUNDED_LOCK_WAIT, Scoped
+
+Guard = tuple[SQL, dict[str, Any]] | None
+"""The check a write makes first (see :meth:`CheckpointSaverCore._guard`)."""
 
 PAGE_SIZE = 100
 """Checkpoints read per statement by ``list`` without a ``limit`` (keyset pages)."""
@@ -93,11 +96,21 @@ def _scoped(template: str) -> Scoped[DialectSQL]:
 RUN_OF_THREAD = "(SELECT r.id FROM workflow_runs AS r WHERE r.id = :thread_id)"
 """The run a thread is, if it is one: what ``workflow_run_id`` holds."""
 
+_THREAD_HELD = """SELECT 1 FROM workflow_runs WHERE id = :thread_id
+    AND (project_id = :project_id OR :project_id IS NULL)
+    AND (lease_token = :lease_token OR :lease_token IS NULL)"""
 THREAD_IN_PROJECT = DialectSQL(
-    sqlite="SELECT 1 FROM workflow_runs WHERE id = :thread_id AND project_id = :project_id",
-    # Locked: the run cannot be deleted before the rows that name it commit.
-    postgresql="SELECT 1 FROM workflow_runs WHERE id = :thread_id AND project_id = :project_id FOR KEY SHARE",
+    sqlite=_THREAD_HELD,
+    # The run cannot be deleted before the rows that name it commit.
+    postgresql=f"{_THREAD_HELD} FOR KEY SHARE",
 )
+"""A scoped saver's write: ``:thread_id`` is a run of ``:project_id``."""
+THREAD_HELD = DialectSQL(
+    sqlite=_THREAD_HELD,
+    # Nor can another replica claim it: a claim waits until this write committed, and fences it out after.
+    postgresql=f"{_THREAD_HELD} FOR SHARE",
+)
+"""A fenced write (``lease_token`` in the config): the run is still held under that token."""
 
 UPSERT_CHECKPOINT = f"""
     INSERT INTO langgraph_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -391,14 +404,24 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
 
     # -- writing --------------------------------------------------------------------------
 
-    def _scope_params(self, thread_id: str) -> dict[str, Any] | None:
-        """The parameters of the check that ``thread_id`` is a run of the saver's project (None: unscoped)."""
-        return None if self.project_id is None else {"thread_id": thread_id, "project_id": self.project_id}
+    def _guard(self, config: RunnableConfig, thread_id: str) -> Guard:
+        """The check a write of ``thread_id`` makes first, in its transaction: it is a run of the saver's
+        project, and still held under the config's ``lease_token`` if one is given (None: no check)."""
+        lease_token = check_lease_token(config["configurable"].get("lease_token"))
+        if self.project_id is None and lease_token is None:
+            return None
+        params = {"thread_id": thread_id, "project_id": self.project_id, "lease_token": lease_token}
+        return (THREAD_IN_PROJECT if lease_token is None else THREAD_HELD), params
 
-    def _out_of_scope(self, thread_id: str) -> IntegrityError:
+    def _refused(self, guard: Mapping[str, Any]) -> WorkflowDBError:
+        """The error of a write whose guard found no run."""
+        thread_id, lease_token = guard["thread_id"], guard["lease_token"]
+        if self.project_id is None:
+            return lost_lease(thread_id, lease_token)
         return IntegrityError(
-            f"thread_id {thread_id!r}: not a run of project {self.project_id!r}; this saver writes only"
-            " the threads of that project's runs"
+            f"thread_id {thread_id!r}: not a run of project {self.project_id!r}"
+            + ("" if lease_token is None else f" held under lease {lease_token}")
+            + "; this saver writes only the threads of that project's runs"
         )
 
     def _put_statements(
@@ -407,8 +430,8 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> tuple[str, RunnableConfig, list[tuple[SQL, dict[str, Any]]]]:
-        """The thread, the config ``put`` returns and the statements that store the checkpoint."""
+    ) -> tuple[Guard, RunnableConfig, list[tuple[SQL, dict[str, Any]]]]:
+        """The guard, the config ``put`` returns and the statements that store the checkpoint."""
         configurable = config["configurable"]
         thread_id = thread_key(configurable.get("thread_id"))
         checkpoint_ns = _text("checkpoint_ns", configurable.get("checkpoint_ns", ""))
@@ -447,12 +470,12 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
                 "checkpoint_id": checkpoint_id,
             }
         }
-        return thread_id, next_config, statements
+        return self._guard(config, thread_id), next_config, statements
 
     def _writes_statements(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
-    ) -> tuple[str, list[tuple[SQL, dict[str, Any]]]]:
-        """The thread and the statements of ``put_writes``."""
+    ) -> tuple[Guard, list[tuple[SQL, dict[str, Any]]]]:
+        """The guard and the statements of ``put_writes``."""
         configurable = config["configurable"]
         thread_id = thread_key(configurable.get("thread_id"))
         row = {
@@ -473,7 +496,7 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
                 "blob": blob,
             }
             statements.append((statement, row | write))
-        return thread_id, statements
+        return self._guard(config, thread_id), statements
 
     def _prune_statements(
         self, thread_ids: Sequence[str], strategy: str
