@@ -75,6 +75,20 @@ def test_the_replicas_example_fences_the_stalled_replica(db_url: str) -> None:
     ]
 
 
+def test_the_langgraph_example_resumes_a_killed_graph_running_each_node_once(db_url: str) -> None:
+    """Replica 1 is SIGKILLed inside "transform": "fetch", checkpointed before, never runs again; the
+    rest run once, across the interrupt that paused the run."""
+    assert run_example("langgraph_resume.py", db_url).splitlines() == [
+        "replica-1 killed in transform",
+        "replica-2 resumed it; waiting for approval: publish 'QUARTERLY NUMBERS'?",
+        "run: completed",
+        "fetch: ['done by replica-1']",
+        "transform: ['done by replica-2']",
+        "approve: ['done by replica-3']",
+        "publish: ['done by replica-3']",
+    ]
+
+
 def test_the_import_example_imports_once(db_url: str) -> None:
     assert run_example("import_legacy.py", db_url).splitlines() == [
         "first: wrote 1 graphs, 1 runs, 1 node states; "
