@@ -107,9 +107,10 @@ async def main() -> None:
         app = build(store, run_id, "replica-2")
         result = await invoke(app, None, run)  # None: from the last checkpoint
         question = result["__interrupt__"][0].value
-        await store.pause_run(run_id, checkpoint=question, lease_token=run.lease_token)
+        paused = await store.pause_run(run_id, checkpoint=question, lease_token=run.lease_token)
         await store.release_run(run_id, "replica-2")
-        print("replica-2 resumed it; waiting for approval:", question["question"])
+        assert paused is not None
+        print(f"replica-2 resumed it; run {paused.status.value}, waiting for approval:", question["question"])
 
         # A human answers (say through the API): the replica that takes the request claims the run.
         held = await store.claim_run(run_id, "replica-3")

@@ -80,7 +80,7 @@ def test_the_langgraph_example_resumes_a_killed_graph_running_each_node_once(db_
     rest run once, across the interrupt that paused the run."""
     assert run_example("langgraph_resume.py", db_url).splitlines() == [
         "replica-1 killed in transform",
-        "replica-2 resumed it; waiting for approval: publish 'QUARTERLY NUMBERS'?",
+        "replica-2 resumed it; run paused, waiting for approval: publish 'QUARTERLY NUMBERS'?",
         "run: completed",
         "fetch: ['done by replica-1']",
         "transform: ['done by replica-2']",
