@@ -297,8 +297,6 @@ def test_a_write_fenced_by_a_lease_token_is_refused_once_the_run_changed_hands(d
     held = saver.put(config | {"configurable": {**config["configurable"], "lease_token": second}},
                      empty_checkpoint(), {}, {})  # fmt: skip
     assert saver.get_tuple(held) is not None
-    with pytest.raises(
-        ValidationError, match="lease_token: expected None or the lease_token"
-    ):
+    with pytest.raises(ValidationError, match="lease_token: expected None or the lease_token"):
         saver.put(config | {"configurable": {**config["configurable"], "lease_token": "x"}},
                   empty_checkpoint(), {}, {})  # fmt: skip
