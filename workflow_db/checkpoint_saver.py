@@ -150,7 +150,11 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
     # -- one transaction ---------------------------------------------------------------------
 
     def _write(self, guard: Guard, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
-        """Run ``statements`` in one transaction, after the ``guard`` check."""
+        """Run ``statements`` in one transaction, after the ``guard`` check (one statement alone: in
+        autocommit, one round trip)."""
+        if guard is None and len(statements) == 1:
+            self.db.write(*statements[0], fetch_none, quiet=True)
+            return
         with self.db.writing(quiet=True) as session:
             self._check(session, guard)
             for sql, params in statements:

@@ -149,7 +149,11 @@ class AsyncWorkflowCheckpointSaver(CheckpointSaverCore):
     # -- one transaction ---------------------------------------------------------------------
 
     async def _write(self, guard: Guard, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
-        """Run ``statements`` in one transaction, after the ``guard`` check."""
+        """Run ``statements`` in one transaction, after the ``guard`` check (one statement alone: in
+        autocommit, one round trip)."""
+        if guard is None and len(statements) == 1:
+            await self.db.write(*statements[0], fetch_none, quiet=True)
+            return
         async with self.db.writing(quiet=True) as session:
             await self._check(session, guard)
             for sql, params in statements:

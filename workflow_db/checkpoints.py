@@ -22,7 +22,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,6 +60,16 @@ _DIALECT_PARTS = {
         "json_each(c.checkpoint, '$.channel_versions') AS v",
         "jsonb_each_text(c.checkpoint -> 'channel_versions') AS v",
     ),
+    # the blob of each wanted (channel, version) n
+    "blob": (
+        "JOIN langgraph_blobs AS b ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns"
+        " AND b.channel = n.channel AND b.version = n.version",
+        "CROSS JOIN LATERAL (SELECT * FROM langgraph_blobs AS b WHERE b.thread_id = n.thread_id"
+        " AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel AND b.version = n.version"
+        " LIMIT 1) AS b",
+    ),
+    # a parameter of a VALUES list as bytes (a column of NULLs only would be text on PostgreSQL)
+    "bytes": ("v.column4", "CAST(v.column4 AS bytea)"),
     # a JSON column as text
     "checkpoint_text": ("c.checkpoint", "c.checkpoint::text"),
     "metadata_text": ("c.metadata", "c.metadata::text"),
@@ -122,33 +132,83 @@ UPSERT_CHECKPOINT = f"""
     SET checkpoint = excluded.checkpoint, metadata = excluded.metadata,
         langgraph_run_id = excluded.langgraph_run_id"""
 
-INSERT_BLOB = f"""
-    INSERT INTO langgraph_blobs (thread_id, checkpoint_ns, channel, version, workflow_run_id, type, blob)
-    SELECT :thread_id, :checkpoint_ns, :channel, :version, {RUN_OF_THREAD}, :type, :blob
-    WHERE {BOUNDED_LOCK_WAIT}
-    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING"""
+ROWS_PER_STATEMENT = 500
+"""Blobs or writes inserted by one statement (a VALUES list)."""
 
-_INSERT_WRITE = f"""
+
+def _values(columns: tuple[str, ...], count: int) -> str:
+    """``(VALUES (:a_0, :b_0), (:a_1, :b_1), ...) AS v``: ``count`` rows of parameters."""
+    rows = ", ".join("(" + ", ".join(f":{column}_{i}" for column in columns) + ")" for i in range(count))
+    return f"(VALUES {rows}) AS v"
+
+
+BLOB_COLUMNS = ("channel", "version", "type", "blob")
+
+
+@functools.lru_cache(maxsize=64)
+def insert_blobs(count: int) -> DialectSQL:
+    """Insert ``count`` blobs of one thread (``:channel_0``, ``:version_0``... each)."""
+    return _both(f"""
+    INSERT INTO langgraph_blobs (thread_id, checkpoint_ns, channel, version, workflow_run_id, type, blob)
+    SELECT :thread_id, :checkpoint_ns, v.column1, v.column2, {RUN_OF_THREAD}, v.column3, {{bytes}}
+    FROM {_values(BLOB_COLUMNS, count)}
+    WHERE {BOUNDED_LOCK_WAIT}
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""")
+
+
+WRITE_COLUMNS = ("idx", "channel", "type", "blob")
+
+
+@functools.lru_cache(maxsize=64)
+def insert_writes(count: int, *, replace: bool) -> DialectSQL:
+    """Insert ``count`` writes of one task (``:idx_0``, ``:channel_0``... each); ``replace``: the writes
+    of LangGraph's special channels (errors, interrupts...), where the last one stands."""
+    conflict = "UPDATE SET channel = excluded.channel, type = excluded.type, blob = excluded.blob"
+    conflict = conflict if replace else "NOTHING"
+    return _both(f"""
     INSERT INTO langgraph_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, workflow_run_id,
                                   channel, task_path, type, blob)
-    SELECT :thread_id, :checkpoint_ns, :checkpoint_id, :task_id, :idx, {RUN_OF_THREAD},
-           :channel, :task_path, :type, :blob
+    SELECT :thread_id, :checkpoint_ns, :checkpoint_id, :task_id, v.column1, {RUN_OF_THREAD},
+           v.column2, :task_path, v.column3, {{bytes}}
+    FROM {_values(WRITE_COLUMNS, count)}
     WHERE {BOUNDED_LOCK_WAIT}
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO """
-INSERT_WRITE = _INSERT_WRITE + "NOTHING"
-UPSERT_WRITE = (
-    _INSERT_WRITE + "UPDATE SET channel = excluded.channel, type = excluded.type, blob = excluded.blob"
-)
-"""For writes of LangGraph's special channels only (errors, interrupts...): the last one stands."""
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO {conflict}""")
+
+
+@functools.lru_cache(maxsize=64)
+def upsert_checkpoint_with_blobs(count: int) -> str:
+    """:data:`UPSERT_CHECKPOINT` and :func:`insert_blobs` in one statement (where ``writes_in_with``)."""
+    return f"WITH blobs AS ({insert_blobs(count).postgresql}) {UPSERT_CHECKPOINT}"
+
+
+def rows_statements(
+    statement: Callable[[int], DialectSQL],
+    common: dict[str, Any],
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> list[tuple[SQL, dict[str, Any]]]:
+    """The statements that insert ``rows`` (values of ``columns``), :data:`ROWS_PER_STATEMENT` at a time."""
+    statements: list[tuple[SQL, dict[str, Any]]] = []
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        params = dict(common)
+        for index, row in enumerate(chunk):
+            params.update((f"{column}_{index}", value) for column, value in zip(columns, row, strict=True))
+        statements.append((statement(len(chunk)), params))
+    return statements
+
 
 # One statement reads checkpoints (kind 0), the blobs they name (1) and their pending writes (2).
-# Blobs come first: PostgreSQL types each column from the first branch that is not NULL in it.
+# Blobs come first: PostgreSQL types each column from the first branch that is not NULL in it. Each
+# blob is one primary-key lookup (on PostgreSQL a LATERAL ... LIMIT 1, so that the planner, which
+# guesses 100 channels a checkpoint, does not hash the whole table instead).
 _READ = """
-    WITH page AS ({page})
+    WITH page AS ({page}),
+    wanted AS (SELECT DISTINCT c.thread_id, c.checkpoint_ns, v.key AS channel,
+                      CAST(v.value AS TEXT) AS version
+               FROM page AS c, {versions})
     SELECT 1, b.thread_id, b.checkpoint_ns, NULL, b.channel, b.version, b.type, NULL, b.blob, NULL
-    FROM langgraph_blobs AS b
-    WHERE (b.thread_id, b.checkpoint_ns, b.channel, b.version) IN (
-        SELECT c.thread_id, c.checkpoint_ns, v.key, CAST(v.value AS TEXT) FROM page AS c, {versions})
+    FROM wanted AS n {blob}
     UNION ALL
     SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.channel, w.type, w.task_path,
            w.blob, w.idx
@@ -442,27 +502,25 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
         serializable = get_serializable_checkpoint_metadata(config, metadata)
         run_id = serializable.get("run_id")
         row = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
-        statements: list[tuple[SQL, dict[str, Any]]] = []
+        blobs = []
         for channel, version in new_versions.items():
             value = values.get(channel, _MISSING)
             if value is not _MISSING and _inline(value):
                 continue
             kind, blob = ("empty", None) if value is _MISSING else self.serde.dumps_typed(value)
-            blob_row = {"channel": channel, "version": _version_text(version), "type": kind, "blob": blob}
-            statements.append((INSERT_BLOB, row | blob_row))
-        statements.append(
-            (
-                UPSERT_CHECKPOINT,
-                row
-                | {
-                    "checkpoint_id": checkpoint_id,
-                    "parent_checkpoint_id": configurable.get("checkpoint_id"),
-                    "langgraph_run_id": None if run_id is None else str(run_id),
-                    "checkpoint": self.db.encode_json(self._json.encode("checkpoint", stored)),
-                    "metadata": self.db.encode_json(self._json.encode("metadata", serializable)),
-                },
-            )
-        )
+            blobs.append((channel, _version_text(version), kind, blob))
+        checkpoint_params = row | {
+            "checkpoint_id": checkpoint_id,
+            "parent_checkpoint_id": configurable.get("checkpoint_id"),
+            "langgraph_run_id": None if run_id is None else str(run_id),
+            "checkpoint": self.db.encode_json(self._json.encode("checkpoint", stored)),
+            "metadata": self.db.encode_json(self._json.encode("metadata", serializable)),
+        }
+        statements = rows_statements(insert_blobs, row, BLOB_COLUMNS, blobs)
+        if len(statements) == 1 and self.db.writes_in_with:  # one statement: no transaction around two
+            statements = [(upsert_checkpoint_with_blobs(len(blobs)), statements[0][1] | checkpoint_params)]
+        else:
+            statements.append((UPSERT_CHECKPOINT, checkpoint_params))
         next_config: RunnableConfig = {
             "configurable": {
                 "thread_id": thread_id,
@@ -485,17 +543,14 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
             "task_id": check_key("task_id", task_id),
             "task_path": _text("task_path", task_path),
         }
-        statement = UPSERT_WRITE if all(channel in WRITES_IDX_MAP for channel, _ in writes) else INSERT_WRITE
-        statements: list[tuple[SQL, dict[str, Any]]] = []
-        for index, (channel, value) in enumerate(writes):
-            kind, blob = self.serde.dumps_typed(value)
-            write = {
-                "idx": WRITES_IDX_MAP.get(channel, index),
-                "channel": channel,
-                "type": kind,
-                "blob": blob,
-            }
-            statements.append((statement, row | write))
+        statement = functools.partial(
+            insert_writes, replace=all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        )
+        rows = [
+            (WRITES_IDX_MAP.get(channel, index), channel, *self.serde.dumps_typed(value))
+            for index, (channel, value) in enumerate(writes)
+        ]
+        statements = rows_statements(statement, row, WRITE_COLUMNS, rows)
         return self._guard(config, thread_id), statements
 
     def _prune_statements(

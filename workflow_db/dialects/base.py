@@ -156,6 +156,9 @@ class Dialect(ABC):
     driver_errors: tuple[type[BaseException], ...]
     """The driver's exceptions, which :meth:`translate` turns into workflow_db.errors."""
 
+    writes_in_with: ClassVar[bool] = False
+    """Whether one statement can write several tables (``WITH ... AS (INSERT ...) INSERT ...``)."""
+
     changes_numbered_on_read: ClassVar[bool] = False
     """Whether the feed's reader numbers committed changes first (queries.SEQUENCE_CHANGES).
 
@@ -307,7 +310,9 @@ class Database(Dialect):
             return session.execute(sql, params, fetch)
         return self._read(sql, params, fetch)
 
-    def write(self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False) -> T:
+    def write(
+        self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False, quiet: bool = False
+    ) -> T:
         """Run one writing statement atomically.
 
         Inside a transaction it joins it: a statement the server may refuse
@@ -316,7 +321,8 @@ class Database(Dialect):
         statement needs none (a subtransaction and, on PostgreSQL, a MultiXact
         each: most of a unit of work's price): it writes all or nothing, and
         fails only when the connection or a lock wait does, which ends the
-        transaction anyway.
+        transaction anyway. Its commit wakes this process's watchers unless ``quiet``
+        (a write the feed does not show).
         """
         session = self._local.session
         if session is not None:
@@ -326,7 +332,8 @@ class Database(Dialect):
             with session.savepoint():
                 return session.execute(sql, params, fetch)
         result = self._write(sql, params, fetch)
-        self.committed()
+        if not quiet:
+            self.committed()
         return result
 
     # -- units of several statements ----------------------------------------------

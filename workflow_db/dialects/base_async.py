@@ -153,7 +153,9 @@ class AsyncDatabase(Dialect):
             return await session.execute(sql, params, fetch)
         return await self._read(sql, params, fetch)
 
-    async def write(self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False) -> T:
+    async def write(
+        self, sql: SQL, params: Params, fetch: Fetch[T], *, refusable: bool = False, quiet: bool = False
+    ) -> T:
         """Run one writing statement atomically; inside the task's transaction it joins it, in a
         savepoint of its own when the server may refuse it (see :meth:`.base.Database.write`)."""
         session = self._session()
@@ -164,7 +166,8 @@ class AsyncDatabase(Dialect):
             async with session.savepoint():
                 return await session.execute(sql, params, fetch)
         result = await self._write(sql, params, fetch)
-        self.committed()
+        if not quiet:
+            self.committed()
         return result
 
     # -- units of several statements -------------------------------------------------------

@@ -228,6 +228,7 @@ class PostgresDialect(Dialect):
     dialect: ClassVar[str] = "postgresql"
     driver_errors = (psycopg.Error, psycopg_pool.PoolTimeout)
     changes_numbered_on_read: ClassVar[bool] = True
+    writes_in_with: ClassVar[bool] = True
     _secrets: list[str]
     _conninfo: str
     _connect_kwargs: dict[str, Any]
