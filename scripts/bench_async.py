@@ -86,10 +86,10 @@ def recorded_write(db: Database) -> Iterator[list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
     write = db.write
 
-    def recording(sql: Any, params: Any, fetch: Any, *, refusable: bool = False) -> Any:
+    def recording(sql: Any, params: Any, fetch: Any, *, refusable: bool = False, quiet: bool = False) -> Any:
         text = db.prepare(sql)
         seen.append((text, db.bounded(text, params, math.inf)))  # as the dialect sends them
-        return write(sql, params, fetch, refusable=refusable)
+        return write(sql, params, fetch, refusable=refusable, quiet=quiet)
 
     db.write = recording  # type: ignore[method-assign]
     try:

@@ -29,7 +29,13 @@ from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_checkpoint
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    empty_checkpoint,
+)
 
 from workflow_db import connect, connect_async
 from workflow_db.langgraph import AsyncWorkflowCheckpointSaver, WorkflowCheckpointSaver
@@ -47,13 +53,14 @@ class Thread:
         self.config: RunnableConfig = {"configurable": {"thread_id": str(uuid.uuid4()), "checkpoint_ns": ""}}
         self.messages: list[dict[str, str]] = []
 
-    def next_step(self) -> tuple[RunnableConfig, Checkpoint, dict[str, Any], dict[str, Any]]:
+    def next_step(self) -> tuple[RunnableConfig, Checkpoint, CheckpointMetadata, ChannelVersions]:
         """The arguments of ``put`` for the next step."""
         step = len(self.messages)
         self.messages = [*self.messages, {"role": "ai", "content": f"step {step}: " + "x" * 180}]
         versions = dict(self.checkpoint["channel_versions"])
+        next_version = self.saver.get_next_version
         new_versions = {
-            channel: self.saver.get_next_version(versions.get(channel), None) for channel in ("messages", "step")
+            channel: next_version(versions.get(channel), None) for channel in ("messages", "step")
         }
         if step == 0:
             new_versions["status"] = self.saver.get_next_version(None, None)
@@ -69,7 +76,8 @@ class Thread:
         self.config = config
 
     def writes(self) -> tuple[RunnableConfig, list[tuple[str, Any]], str]:
-        return self.config, [("messages", self.messages[-1:]), ("step", len(self.messages))], str(uuid.uuid4())
+        writes = [("messages", self.messages[-1:]), ("step", len(self.messages))]
+        return self.config, writes, str(uuid.uuid4())
 
 
 def median_us(samples: list[float]) -> float:
@@ -89,14 +97,19 @@ def sync_round(threads: dict[str, Thread], samples: dict[str, dict[str, list[flo
             saver.put_writes(*thread.writes())
             times["put_writes"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            saver.get_tuple({"configurable": {"thread_id": config["configurable"]["thread_id"], "checkpoint_ns": ""}})
+            thread_id = config["configurable"]["thread_id"]
+            saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
             times["get_tuple"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            list(saver.list({"configurable": {"thread_id": config["configurable"]["thread_id"]}}, limit=10))
+            list(saver.list({"configurable": {"thread_id": thread_id}}, limit=10))
             times["list"].append(time.perf_counter() - started)
 
 
-async def async_round(threads: dict[str, Thread], samples: dict[str, dict[str, list[float]]], steps: int) -> None:
+Samples = dict[str, dict[str, list[float]]]
+"""Per contender, per call: the seconds each call took."""
+
+
+async def async_round(threads: dict[str, Thread], samples: Samples, steps: int) -> None:
     """The same as :func:`sync_round` through the async savers."""
     for _ in range(steps):
         for name, thread in threads.items():

@@ -149,6 +149,18 @@ def test_bench_writers_compares_the_store_with_plain_updates(scratch_pg_url: str
     assert re.search(r"p99 [\d.]+ ms over [1-9]\d* probes", result.stdout)  # the watcher saw the probes
 
 
+def test_bench_langgraph_times_every_call_of_both_pairs_of_savers(blank_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_langgraph.py"), "--url", blank_url,
+         "--threads", "2", "--steps", "3"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    rows = [line.split("|") for line in result.stdout.splitlines() if re.match(r"\| [a-z_]+ \| \d", line)]
+    assert [row[1].strip() for row in rows] == ["put", "put_writes", "get_tuple", "list"] * 2
+    assert all(re.fullmatch(r" \d+\.\d\dx ", row[4]) for row in rows)
+    assert "langgraph-checkpoint-" in result.stdout
+
+
 def test_bench_service_runs_every_scenario(scratch_pg_url: str) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench_service.py"), "--url", scratch_pg_url, "--runs", "6",
