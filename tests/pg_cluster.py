@@ -71,6 +71,25 @@ class ThrowawayCluster:
         cluster.resume()
         return cluster
 
+    @classmethod
+    def standby_of(cls, primary: ThrowawayCluster) -> ThrowawayCluster:
+        """A streaming replica of ``primary`` (``pg_basebackup -R``), started on a port of its own."""
+        directory = Path(tempfile.mkdtemp(prefix="workflow_db-pg-"))
+        if os.geteuid() == 0:
+            directory.chmod(0o755)
+            shutil.chown(directory, "postgres")
+        standby = cls(directory, free_port(), primary._initdb, primary._pg_ctl)
+        basebackup = _binary("pg_basebackup")
+        assert basebackup is not None
+        standby._run(basebackup, "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                     "-D", str(directory / "data"), "-R", "-X", "stream")  # fmt: skip
+        standby.resume()
+        return standby
+
+    def promote(self) -> None:
+        """Make this standby a primary (``pg_ctl promote``, waiting until it takes writes)."""
+        self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-w", "promote")
+
     def _run(self, *command: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*prefix, *command], check=True, capture_output=True)
