@@ -12,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import PostgresServer, require_pg
 from factories import SHIPPED_VERSIONS, make_graph, present
@@ -24,6 +26,7 @@ from workflow_db import (
     Database,
     DatabaseUnavailableError,
     WorkflowDBError,
+    WorkflowNodeState,
     WorkflowNodeStatus,
     WorkflowRunStatus,
     WorkflowStore,
@@ -258,3 +261,43 @@ def test_no_password_in_any_error_or_log(caplog: pytest.LogCaptureFixture, tmp_p
     assert len(caught) == 5
     assert all(secret not in message for message in messages), messages
     assert all(secret not in record.getMessage() for record in caplog.records)
+
+
+def test_a_write_that_waited_for_an_append_returns_the_node_state_whole(pg_urls: tuple[str, str]) -> None:
+    """An append commits while set_node_state waits for the row: the write's RETURNING reads the
+    message rows in its statement's older snapshot, where the appended one is not yet (it was NULL
+    messages, and decoding the record failed)."""
+    url, direct = pg_urls
+    with connect(url) as db:
+        store = WorkflowStore(db)
+        run = store.create_run(make_graph(store).id)
+        appended, release = threading.Event(), threading.Event()
+
+        def append_then_wait() -> None:
+            with store.transaction():
+                store.append_node_message(run.id, "a", "first")
+                appended.set()
+                assert release.wait(30)
+
+        holder = threading.Thread(target=append_then_wait)
+        holder.start()
+        assert appended.wait(30)
+        written: list[object] = []
+        writer = threading.Thread(
+            target=lambda: written.append(store.set_node_state(run.id, "a", progress=0.7))
+        )
+        writer.start()
+        with psycopg.connect(direct, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            waiting += " AND datname = current_database()"
+            while watcher.execute(waiting).fetchone() is None:
+                assert time.monotonic() < deadline, "set_node_state never waited for the row"
+                time.sleep(0.01)  # polling a state, not waiting out a race
+        release.set()
+        holder.join(30)
+        writer.join(30)
+        state = present(written[0])
+        assert isinstance(state, WorkflowNodeState)
+        assert state.progress == 0.7 and isinstance(state.messages, list)
+        assert present(store.get_node_state(run.id, "a")).messages == ["first"]

@@ -242,8 +242,11 @@ NODE_MESSAGES = DialectSQL(
             SELECT message FROM (
                 SELECT message FROM workflow_node_messages AS nm
                 WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id ORDER BY nm.seq))) END""",
+    # COALESCE: a write's RETURNING reads the message rows in the snapshot its statement started
+    # with; an append that committed while the write waited for the row lock has a row it cannot
+    # see yet (the node state's new version counts it): no rows at all would be NULL.
     postgresql="""CASE WHEN {ns}.appended = 0 THEN {ns}.messages_json ELSE (
-        SELECT json_agg(x.m ORDER BY x.part, x.k) FROM (
+        SELECT COALESCE(json_agg(x.m ORDER BY x.part, x.k), '[]'::json) FROM (
             SELECT e.value AS m, 0 AS part, e.ordinality AS k
             FROM json_array_elements_text({ns}.messages_json) WITH ORDINALITY AS e
             UNION ALL
