@@ -117,6 +117,8 @@ def test_list_pages_through_every_checkpoint_in_order(db: Database, monkeypatch:
     everything = [found.checkpoint["id"] for found in saver.list(None)]
     assert everything == sorted(stored, reverse=True)
     assert [found.checkpoint["id"] for found in saver.list(None, limit=7)] == everything[:7]
+    saver.put_writes(config, [], "task-without-writes")  # nothing to write: no statement, no error
+    assert present(saver.get_tuple(config)).pending_writes == []
     assert len(list(saver.list(thread("t2")))) == 5
 
 

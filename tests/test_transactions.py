@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from factories import another_connection_holding, graph_structure, make_graph, present
 
 from workflow_db import (
+    Database,
     DatabaseUnavailableError,
     IntegrityError,
     WorkflowDBError,
@@ -33,6 +35,30 @@ def test_transaction_commits_together(store: WorkflowStore) -> None:
         store.set_node_state(run.id, "a", progress=0.5)
         inside = present(store.get_run(run.id))  # reads inside see the transaction's writes
         assert inside.id == run.id and inside.updated_at > run.updated_at  # the node write's heartbeat
+    assert present(store.get_node_state(run.id, "a")).progress == 0.5
+
+
+def test_another_thread_reads_what_is_committed_while_a_transaction_is_open(db: Database) -> None:
+    """Reads outside a transaction (SQLite: on the writer's connection when it is idle) never see
+    another thread's uncommitted writes, and see them once committed."""
+    store = WorkflowStore(db)
+    run = store.create_run(make_graph(store).id)
+    written, release = threading.Event(), threading.Event()
+
+    def write_then_wait() -> None:
+        with store.transaction():
+            store.set_node_state(run.id, "a", progress=0.5)
+            written.set()
+            assert release.wait(30)
+
+    holder = threading.Thread(target=write_then_wait)
+    holder.start()
+    assert written.wait(30)
+    try:
+        assert present(store.get_node_state(run.id, "a")).progress == 0.0
+    finally:
+        release.set()
+        holder.join(30)
     assert present(store.get_node_state(run.id, "a")).progress == 0.5
 
 

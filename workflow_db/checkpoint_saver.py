@@ -152,6 +152,8 @@ class WorkflowCheckpointSaver(CheckpointSaverCore):
     def _write(self, guard: Guard, statements: Sequence[tuple[SQL, Mapping[str, Any]]]) -> None:
         """Run ``statements`` in one transaction, after the ``guard`` check (one statement alone: in
         autocommit, one round trip)."""
+        if not statements:  # put_writes of no writes
+            return
         if guard is None and len(statements) == 1:
             self.db.write(*statements[0], fetch_none, quiet=True)
             return

@@ -106,9 +106,9 @@ def _scoped(template: str) -> Scoped[DialectSQL]:
 RUN_OF_THREAD = "(SELECT r.id FROM workflow_runs AS r WHERE r.id = :thread_id)"
 """The run a thread is, if it is one: what ``workflow_run_id`` holds."""
 
-_THREAD_HELD = """SELECT 1 FROM workflow_runs WHERE id = :thread_id
+_THREAD_HELD = f"""SELECT 1 FROM workflow_runs WHERE id = :thread_id
     AND (project_id = :project_id OR :project_id IS NULL)
-    AND (lease_token = :lease_token OR :lease_token IS NULL)"""
+    AND (lease_token = :lease_token OR :lease_token IS NULL) AND {BOUNDED_LOCK_WAIT}"""
 THREAD_IN_PROJECT = DialectSQL(
     sqlite=_THREAD_HELD,
     # The run cannot be deleted before the rows that name it commit.
@@ -521,14 +521,7 @@ class CheckpointSaverCore(BaseCheckpointSaver[str]):
             statements = [(upsert_checkpoint_with_blobs(len(blobs)), statements[0][1] | checkpoint_params)]
         else:
             statements.append((UPSERT_CHECKPOINT, checkpoint_params))
-        next_config: RunnableConfig = {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": checkpoint_ns,
-                "checkpoint_id": checkpoint_id,
-            }
-        }
-        return self._guard(config, thread_id), next_config, statements
+        return self._guard(config, thread_id), _config(thread_id, checkpoint_ns, checkpoint_id), statements
 
     def _writes_statements(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
