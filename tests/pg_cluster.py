@@ -49,15 +49,19 @@ def free_port() -> int:
 class ThrowawayCluster:
     """A PostgreSQL cluster of the test's own, on its own port, in a temporary folder."""
 
-    def __init__(self, directory: Path, port: int, initdb: str, pg_ctl: str) -> None:
+    def __init__(
+        self, directory: Path, port: int, initdb: str, pg_ctl: str, settings: dict[str, str] | None = None
+    ) -> None:
         self.directory = directory
         self.port = port
+        self.settings = settings or {}
+        """Server settings given on its command line (``-c name=value``)."""
         self._pg_ctl = pg_ctl
         self._initdb = initdb
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
     @classmethod
-    def start(cls, directory: Path) -> ThrowawayCluster | None:
+    def start(cls, directory: Path, settings: dict[str, str] | None = None) -> ThrowawayCluster | None:
         """Initialise and start a cluster, or None if initdb/pg_ctl are not installed."""
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if initdb is None or pg_ctl is None:
@@ -66,19 +70,20 @@ class ThrowawayCluster:
             directory = Path(tempfile.mkdtemp(prefix="workflow_db-pg-"))
             directory.chmod(0o755)
             shutil.chown(directory, "postgres")
-        cluster = cls(directory, free_port(), initdb, pg_ctl)
+        cluster = cls(directory, free_port(), initdb, pg_ctl, settings)
         cluster._run(initdb, "-D", str(directory / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         cluster.resume()
         return cluster
 
     @classmethod
     def standby_of(cls, primary: ThrowawayCluster) -> ThrowawayCluster:
-        """A streaming replica of ``primary`` (``pg_basebackup -R``), started on a port of its own."""
+        """A streaming replica of ``primary`` (``pg_basebackup -R``), started on a port of its own
+        with the primary's settings."""
         directory = Path(tempfile.mkdtemp(prefix="workflow_db-pg-"))
         if os.geteuid() == 0:
             directory.chmod(0o755)
             shutil.chown(directory, "postgres")
-        standby = cls(directory, free_port(), primary._initdb, primary._pg_ctl)
+        standby = cls(directory, free_port(), primary._initdb, primary._pg_ctl, primary.settings)
         basebackup = _binary("pg_basebackup")
         assert basebackup is not None
         standby._run(basebackup, "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
@@ -97,6 +102,7 @@ class ThrowawayCluster:
     def resume(self) -> None:
         """Start (again) the server on the cluster's port."""
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             self._pg_ctl,
             "-D",
@@ -133,7 +139,8 @@ class ThrowawayCluster:
             os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        """Stop the server at once (its clients see the connection break)."""
+        """Stop the server at once (its clients see the connection break; a primary's unreplicated
+        commits may be lost)."""
         self._run(self._pg_ctl, "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")
 
     def remove(self) -> None:

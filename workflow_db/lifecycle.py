@@ -91,7 +91,8 @@ class RunLifecycle:
         One round trip. None for an unknown run (or one of another project).
         """
         params = id_params(run_id, "run_id", project_id)
-        return run_summary_from_rows(self.db.read(q.RUN_SUMMARY.pick(project_id), params, fetch_all))
+        rows = self.db.read(q.RUN_SUMMARY.pick(project_id), params, fetch_all, replica=True)
+        return run_summary_from_rows(rows)
 
     def _moved(self, row: Any, params: dict[str, Any], verb: str, allowed: str) -> WorkflowRun | None:
         """The run a transition returned; else None if absent, or ConflictError naming its status."""

@@ -133,7 +133,9 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
 
     def get_project(self, project_id: str) -> Project | None:
         """The project ``project_id``, or None."""
-        return self._get(q.GET_PROJECT, {"id": check_key("project_id", project_id)}, project_from_row)
+        return self._get(
+            q.GET_PROJECT, {"id": check_key("project_id", project_id)}, project_from_row, replica=True
+        )
 
     # -- graphs -------------------------------------------------------------------------
 
@@ -175,9 +177,9 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         """
         params = id_params(graph_id, "graph_id", project_id)
         if version is None:
-            return self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row)
+            return self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row, replica=True)
         params["version"] = check_count("version", version, MAX_VERSION)
-        return self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row)
+        return self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row, replica=True)
 
     def list_graphs(
         self,
@@ -197,7 +199,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
             params["project_id"] = check_key("project_id", project_id)
         after_id = keyset(self.db, after, GRAPH_PAGES, project_id, where=where, params=params)
         sql = select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
-        rows = self.db.read(sql, params, fetch_all)
+        rows = self.db.read(sql, params, fetch_all, replica=True)
         if not rows and after_id is not None:
             self._check_after(GRAPH_PAGES, after_id, project_id)
         return [graph_from_row(row) for row in rows]
@@ -319,7 +321,8 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
 
     def get_run(self, run_id: str, *, project_id: str | None = None) -> WorkflowRun | None:
         """The run ``run_id``, or None (also for a run of another project than ``project_id``)."""
-        return self._get(q.GET_RUN.pick(project_id), id_params(run_id, "run_id", project_id), run_from_row)
+        params = id_params(run_id, "run_id", project_id)
+        return self._get(q.GET_RUN.pick(project_id), params, run_from_row, replica=True)
 
     def list_runs(
         self,
@@ -340,7 +343,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
         after_id = keyset(self.db, after, RUN_PAGES, project_id, where=where, params=params)
         sql = select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
-        rows = self.db.read(sql, params, fetch_all)
+        rows = self.db.read(sql, params, fetch_all, replica=True)
         if not rows and after_id is not None:
             self._check_after(RUN_PAGES, after_id, project_id)
         return runs_from_rows(rows)
@@ -356,7 +359,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         """How many runs :meth:`list_runs` would return with the same filters."""
         where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
         sql = select(q.COUNT_RUNS, where, "", None, params)
-        row = self.db.read(sql, params, fetch_one)
+        row = self.db.read(sql, params, fetch_one, replica=True)
         return int(row[0]) if row else 0
 
     def update_run_status(
@@ -598,7 +601,7 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         """The state of node ``node_id`` in run ``run_id``, or None (also for a run of another project)."""
         params = id_params(run_id, "run_id", project_id, key="run_id")
         params["node_id"] = check_key("node_id", node_id)
-        return self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row)
+        return self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row, replica=True)
 
     def list_node_states(self, run_id: str, *, project_id: str | None = None) -> list[WorkflowNodeState]:
         """A run's node states in the order of its graph version's nodes, then others by id.
@@ -606,7 +609,9 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
         Empty for an unknown run, or one of another project than ``project_id``.
         """
         params = id_params(run_id, "run_id", project_id, key="run_id")
-        return node_states_from_rows(self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all))
+        return node_states_from_rows(
+            self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all, replica=True)
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -616,8 +621,11 @@ class WorkflowStore(RunLifecycle, RunLeases, ChangeFeed):
     def _json_param(self, field: str, value: Any) -> Any:
         return None if value is None else self.db.encode_json(self._json.encode(field, value))
 
-    def _get(self, sql: SQL, params: Mapping[str, Any], build: Callable[[Row], Record]) -> Record | None:
-        row = self.db.read(sql, params, fetch_one)
+    def _get(
+        self, sql: SQL, params: Mapping[str, Any], build: Callable[[Row], Record], *, replica: bool = False
+    ) -> Record | None:
+        """The record the row ``sql`` finds makes, or None; ``replica``: the read may go to a replica."""
+        row = self.db.read(sql, params, fetch_one, replica=replica)
         return None if row is None else build(row)
 
     def _exists(self, sql: str, key: str, project_id: str | None = None) -> bool:

@@ -132,7 +132,9 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
 
     async def get_project(self, project_id: str) -> Project | None:
         """The project ``project_id``, or None."""
-        return await self._get(q.GET_PROJECT, {"id": check_key("project_id", project_id)}, project_from_row)
+        return await self._get(
+            q.GET_PROJECT, {"id": check_key("project_id", project_id)}, project_from_row, replica=True
+        )
 
     # -- graphs -------------------------------------------------------------------------
 
@@ -174,9 +176,9 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         """
         params = id_params(graph_id, "graph_id", project_id)
         if version is None:
-            return await self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row)
+            return await self._get(q.GET_GRAPH.pick(project_id), params, graph_from_row, replica=True)
         params["version"] = check_count("version", version, MAX_VERSION)
-        return await self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row)
+        return await self._get(q.GET_GRAPH_VERSION.pick(project_id), params, graph_from_row, replica=True)
 
     async def list_graphs(
         self,
@@ -196,7 +198,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
             params["project_id"] = check_key("project_id", project_id)
         after_id = keyset(self.db, after, GRAPH_PAGES, project_id, where=where, params=params)
         sql = select(q.LIST_GRAPHS, where, q.GRAPH_ORDER, check_limit(limit), params)
-        rows = await self.db.read(sql, params, fetch_all)
+        rows = await self.db.read(sql, params, fetch_all, replica=True)
         if not rows and after_id is not None:
             await self._check_after(GRAPH_PAGES, after_id, project_id)
         return [graph_from_row(row) for row in rows]
@@ -320,9 +322,8 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
 
     async def get_run(self, run_id: str, *, project_id: str | None = None) -> WorkflowRun | None:
         """The run ``run_id``, or None (also for a run of another project than ``project_id``)."""
-        return await self._get(
-            q.GET_RUN.pick(project_id), id_params(run_id, "run_id", project_id), run_from_row
-        )
+        params = id_params(run_id, "run_id", project_id)
+        return await self._get(q.GET_RUN.pick(project_id), params, run_from_row, replica=True)
 
     async def list_runs(
         self,
@@ -343,7 +344,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
         after_id = keyset(self.db, after, RUN_PAGES, project_id, where=where, params=params)
         sql = select(q.LIST_RUNS, where, q.RUN_ORDER, check_limit(limit), params)
-        rows = await self.db.read(sql, params, fetch_all)
+        rows = await self.db.read(sql, params, fetch_all, replica=True)
         if not rows and after_id is not None:
             await self._check_after(RUN_PAGES, after_id, project_id)
         return runs_from_rows(rows)
@@ -359,7 +360,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         """How many runs :meth:`list_runs` would return with the same filters."""
         where, params = run_filters(self.db, project_id, status, workflow_id, updated_before)
         sql = select(q.COUNT_RUNS, where, "", None, params)
-        row = await self.db.read(sql, params, fetch_one)
+        row = await self.db.read(sql, params, fetch_one, replica=True)
         return int(row[0]) if row else 0
 
     async def update_run_status(
@@ -603,7 +604,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         """The state of node ``node_id`` in run ``run_id``, or None (also for a run of another project)."""
         params = id_params(run_id, "run_id", project_id, key="run_id")
         params["node_id"] = check_key("node_id", node_id)
-        return await self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row)
+        return await self._get(q.GET_NODE_STATE.pick(project_id), params, node_state_from_row, replica=True)
 
     async def list_node_states(
         self, run_id: str, *, project_id: str | None = None
@@ -614,7 +615,7 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         """
         params = id_params(run_id, "run_id", project_id, key="run_id")
         return node_states_from_rows(
-            await self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all)
+            await self.db.read(q.LIST_NODE_STATES.pick(project_id), params, fetch_all, replica=True)
         )
 
     # -- helpers --------------------------------------------------------------------------------
@@ -626,9 +627,10 @@ class AsyncWorkflowStore(AsyncRunLifecycle, AsyncRunLeases, AsyncChangeFeed):
         return None if value is None else self.db.encode_json(self._json.encode(field, value))
 
     async def _get(
-        self, sql: SQL, params: Mapping[str, Any], build: Callable[[Row], Record]
+        self, sql: SQL, params: Mapping[str, Any], build: Callable[[Row], Record], *, replica: bool = False
     ) -> Record | None:
-        row = await self.db.read(sql, params, fetch_one)
+        """The record the row ``sql`` finds makes, or None; ``replica``: the read may go to a replica."""
+        row = await self.db.read(sql, params, fetch_one, replica=replica)
         return None if row is None else build(row)
 
     async def _exists(self, sql: str, key: str, project_id: str | None = None) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .base import DEFAULT_POLL_INTERVAL, Database, DialectSQL, Session
 from .base_async import AsyncDatabase, AsyncSession
+from .replicas import DEFAULT_REPLICA_WAIT, REPLICA_URLS_ENVIRONMENT_VARIABLE, replica_urls_from_environment
 
 if TYPE_CHECKING:
     from .postgresql_async import AsyncPostgresDatabase
@@ -114,6 +115,8 @@ def connect(
     create: bool = True,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     listen_url: str | None = None,
+    replica_urls: Sequence[str] | None = None,
+    replica_wait: float = DEFAULT_REPLICA_WAIT,
 ) -> Database:
     """Connect to the database at ``url`` (default: ``$WORKFLOW_DB_URL``, else ``sqlite:///workflow.db``).
 
@@ -133,6 +136,13 @@ def connect(
       mode) on which one ``LISTEN`` wakes them as changes commit; without it,
       or while it is down, they look every ``poll_interval`` seconds, as they
       always do on SQLite (where writes of this process wake them at once).
+    * ``replica_urls`` (default: ``$WORKFLOW_DB_REPLICA_URLS``, comma-separated):
+      PostgreSQL streaming replicas of ``url``. Reads outside a transaction
+      (``get_*``, ``list_*``, ``count_runs``, ``run_summary``) go to one that
+      has replayed every commit of this process, waiting up to
+      ``replica_wait`` seconds for it, else to the primary; a replica that is
+      down or behind is skipped for a while. Writes, transactions, leases, the
+      feed and migrations use ``url``.
 
     Raises ValueError for an unknown scheme or a malformed URL (the message
     never contains the password) and DatabaseUnavailableError when the server
@@ -159,6 +169,8 @@ def connect_async(
     create: bool = True,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     listen_url: str | None = None,
+    replica_urls: Sequence[str] | None = None,
+    replica_wait: float = DEFAULT_REPLICA_WAIT,
 ) -> OpeningDatabase:
     """:func:`connect` for asyncio: ``await connect_async(url)``, or ``async with connect_async(url) as db``.
 
@@ -204,10 +216,21 @@ def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
         url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
     if not isinstance(url, str):
         raise ValueError(f"database URL: expected a string, got {type(url).__name__}")
-    for name in ("timeout", "poll_interval"):
+    for name, least in (
+        ("timeout", "positive"),
+        ("poll_interval", "positive"),
+        ("replica_wait", "0 or more"),
+    ):
         seconds = options[name]
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-            raise ValueError(f"{name}: expected a positive number of seconds, got {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not (seconds > 0 if least == "positive" else seconds >= 0)
+        ):
+            raise ValueError(f"{name}: expected a number of seconds ({least}), got {seconds!r}")
+    replica_urls = options["replica_urls"]
+    if replica_urls is None:
+        replica_urls = replica_urls_from_environment()
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()
     if not separator:
@@ -218,6 +241,10 @@ def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
     if scheme == "sqlite":
         if listen_url is not None:
             raise ValueError("listen_url: only for PostgreSQL (SQLite's watchers poll the file)")
+        if replica_urls:
+            raise ValueError(
+                f"replica_urls (or ${REPLICA_URLS_ENVIRONMENT_VARIABLE}): only for PostgreSQL, not {scheme}"
+            )
         sqlite_options = {key: options[key] for key in ("timeout", "synchronous", "create", "poll_interval")}
         return "sqlite", _sqlite_path(rest), sqlite_options
     if scheme in ("postgresql", "postgres"):
@@ -227,6 +254,14 @@ def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
             pool_options["listen_conninfo"] = _listen_conninfo(listen_url)
             pool_options["secrets"] = sorted(
                 {*pool_options["secrets"], *url_secrets(listen_url)}, key=len, reverse=True
+            )
+        if replica_urls:
+            pool_options["replica_conninfos"] = _replica_conninfos(replica_urls)
+            pool_options["replica_wait"] = options["replica_wait"]
+            pool_options["secrets"] = sorted(
+                {*pool_options["secrets"], *(secret for url in replica_urls for secret in url_secrets(url))},
+                key=len,
+                reverse=True,
             )
         return "postgresql", conninfo, pool_options
     raise ValueError(f"database URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
@@ -242,6 +277,23 @@ def _listen_conninfo(listen_url: object) -> str:
         raise ValueError(f"listen_url: expected a postgresql:// URL of a direct connection, got {shown}")
     _check_conninfo(listen_url, "listen_url: ")
     return listen_url
+
+
+def _replica_conninfos(replica_urls: object) -> list[tuple[str, str]]:
+    """``(conninfo, URL without password)`` of each replica URL (ValueError naming the one that is wrong)."""
+    if isinstance(replica_urls, str) or not isinstance(replica_urls, list | tuple):
+        raise ValueError(
+            f"replica_urls: expected a list of postgresql:// URLs, got {type(replica_urls).__name__}"
+        )
+    targets = []
+    for index, url in enumerate(replica_urls):
+        field = f"replica_urls[{index}]"
+        if not isinstance(url, str) or url.partition("://")[0].lower() not in ("postgresql", "postgres"):
+            shown = redact_url(url) if isinstance(url, str) else type(url).__name__
+            raise ValueError(f"{field}: expected a postgresql:// URL of a streaming replica, got {shown}")
+        _check_conninfo(url, f"{field}: ")
+        targets.append((url, redact_url(url)))
+    return targets
 
 
 def _check_conninfo(url: str, field: str = "") -> None:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 from ..errors import WorkflowDBError
+from .replicas import ReplicaSet
 
 Params = Mapping[str, Any] | Sequence[Any]
 Row = tuple[Any, ...]
@@ -155,6 +156,9 @@ class Dialect(ABC):
 
     driver_errors: tuple[type[BaseException], ...]
     """The driver's exceptions, which :meth:`translate` turns into workflow_db.errors."""
+
+    replicas: ReplicaSet | None = None
+    """The read replicas, if any (PostgreSQL's ``replica_urls``)."""
 
     writes_in_with: ClassVar[bool] = False
     """Whether one statement can write several tables (``WITH ... AS (INSERT ...) INSERT ...``)."""
@@ -302,12 +306,18 @@ class Database(Dialect):
 
     # -- one statement: the store's hot paths ------------------------------------
 
-    def read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run one reading statement (inside a transaction: in it)."""
+    def read(self, sql: SQL, params: Params, fetch: Fetch[T], *, replica: bool = False) -> T:
+        """Run one reading statement (inside a transaction: in it).
+
+        ``replica``: outside a transaction it may be served by a read replica that has replayed
+        every commit of this process (read-your-writes), if the database has replicas.
+        """
         session = self._local.session
         if session is not None:
             session.deadline = time.monotonic() + self.timeout  # each call of a transaction has its own
             return session.execute(sql, params, fetch)
+        if replica and self.replicas is not None:
+            return self._read_replica(sql, params, fetch)
         return self._read(sql, params, fetch)
 
     def write(
@@ -386,6 +396,10 @@ class Database(Dialect):
     @abstractmethod
     def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         """One writing statement, atomic on its own, outside any transaction."""
+
+    def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One reading statement outside any transaction, on a replica if one may serve it."""
+        return self._read(sql, params, fetch)
 
     @abstractmethod
     def _read_session(self) -> AbstractContextManager[Session]:

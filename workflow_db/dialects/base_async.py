@@ -145,12 +145,18 @@ class AsyncDatabase(Dialect):
             return None
         return current[1]
 
-    async def read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Run one reading statement (inside the task's transaction: in it)."""
+    async def read(self, sql: SQL, params: Params, fetch: Fetch[T], *, replica: bool = False) -> T:
+        """Run one reading statement (inside the task's transaction: in it).
+
+        ``replica``: outside a transaction it may be served by a read replica that has replayed
+        every commit of this task (read-your-writes), if the database has replicas.
+        """
         session = self._session()
         if session is not None:
             session.deadline = time.monotonic() + self.timeout  # each call of a transaction has its own
             return await session.execute(sql, params, fetch)
+        if replica and self.replicas is not None:
+            return await self._read_replica(sql, params, fetch)
         return await self._read(sql, params, fetch)
 
     async def write(
@@ -220,6 +226,10 @@ class AsyncDatabase(Dialect):
     @abstractmethod
     async def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         """One writing statement, atomic on its own, outside any transaction."""
+
+    async def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """One reading statement outside any transaction, on a replica if one may serve it."""
+        return await self._read(sql, params, fetch)
 
     @abstractmethod
     def _read_session(self) -> AbstractAsyncContextManager[AsyncSession]:

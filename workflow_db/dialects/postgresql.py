@@ -32,7 +32,7 @@ import select
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -55,6 +55,15 @@ from .base import (
     Session,
     T,
     fetch_rowcount,
+)
+from .replicas import (
+    DEFAULT_REPLICA_WAIT,
+    REPLAY_POSITION,
+    WAL_POSITION,
+    Replica,
+    ReplicaSet,
+    lsn,
+    poll_pauses,
 )
 from .watchdog import Watchdog
 
@@ -117,6 +126,17 @@ def _reason(message: str) -> str:
 
 def _already_serialised(text: str) -> str:
     return text
+
+
+def position_in(row: Any) -> str | None:
+    """The WAL position in a row of :data:`.replicas.REPLAY_POSITION` or :data:`.replicas.WAL_POSITION`
+    (None: the server is not a replica)."""
+    return None if row is None else row[0]
+
+
+def cursor_of(cursor: Any) -> Any:
+    """The executed cursor itself: its rows are read after the pipeline it ran in is synced."""
+    return cursor
 
 
 def _to_pyformat(match: re.Match[str]) -> str:
@@ -246,9 +266,14 @@ class PostgresDialect(Dialect):
         prepare_threshold: int | None = 5,
         poll_interval: float,
         listen_conninfo: str | None = None,
+        replica_conninfos: Sequence[tuple[str, str]] = (),
+        replica_wait: float = DEFAULT_REPLICA_WAIT,
     ) -> None:
         super().__init__(timeout, display_url, poll_interval)
         self._listen_conninfo = listen_conninfo
+        self._replica_conninfos = replica_conninfos
+        """``(conninfo, URL without password)`` of each read replica."""
+        self._replica_wait = replica_wait
         self.listening = False
         """Whether the LISTEN connection is up (watchers then poll only as a safety net)."""
         self.announce_commits = True
@@ -279,6 +304,16 @@ class PostgresDialect(Dialect):
             "prepare_threshold": None,
             "application_name": "workflow_db announce",
         }
+
+    def _replica_set(self, make_pool: Callable[..., Any], **pool_options: Any) -> ReplicaSet | None:
+        """The read replicas, each with a pool made like the primary's (none unless ``replica_urls``)."""
+        if not self._replica_conninfos:
+            return None
+        options = {**self._pool_options, "name": "workflow_db-replica", **pool_options}
+        replicas = [
+            Replica(make_pool(conninfo, **options), shown) for conninfo, shown in self._replica_conninfos
+        ]
+        return ReplicaSet(replicas, self._replica_wait)
 
     @property
     def change_poll_interval(self) -> float:
@@ -498,6 +533,9 @@ class PostgresDatabase(PostgresDialect, Database):
         self._closing = threading.Event()
         self._announcer: threading.Thread | None = None
         self._announcement = threading.Event()
+        self._written = 0
+        """The WAL position of this process's newest commit, as far as reads on replicas go."""
+        self._written_lock = threading.Lock()
         self._pool = psycopg_pool.ConnectionPool(
             conninfo, check=self._check, configure=self._configure, **self._pool_options
         )
@@ -507,6 +545,11 @@ class PostgresDatabase(PostgresDialect, Database):
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close(timeout=0)
             raise self._pool_timed_out() from exc
+        self.replicas = self._replica_set(
+            psycopg_pool.ConnectionPool, check=self._check, configure=self._configure
+        )
+        for replica in self.replicas.replicas if self.replicas else ():
+            replica.pool.open(wait=False)  # a replica that is down is skipped, not waited for
 
     # -- connections -------------------------------------------------------------
 
@@ -543,11 +586,12 @@ class PostgresDatabase(PostgresDialect, Database):
         ):
             yield connection
 
-    def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+    def _read(self, sql: SQL, params: Params, fetch: Fetch[T], deadline: float | None = None) -> T:
         # The hot path: getconn/putconn directly (no context managers), one round trip.
-        deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
-            connection = self._pool.getconn(timeout=self.timeout)
+            connection = self._pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
         except psycopg_pool.PoolTimeout as exc:
             raise self.translate(exc) from exc
         try:
@@ -555,8 +599,75 @@ class PostgresDatabase(PostgresDialect, Database):
         finally:
             self._pool.putconn(connection)
 
-    # Autocommit: one statement is its own transaction, one round trip.
-    _write = _read
+    def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        if self.replicas is None:  # autocommit: one statement is its own transaction, one round trip
+            return self._read(sql, params, fetch)
+        # With replicas, the commit's WAL position comes back in the same round trip.
+        with self._write_session() as session:
+            cursor = session.execute(sql, params, cursor_of)
+        return fetch(cursor)
+
+    def _wrote(self, position: str | None) -> None:
+        """This process committed at or before WAL ``position``: reads on replicas wait for it."""
+        written = lsn(position) or 0
+        with self._written_lock:
+            self._written = max(self._written, written)
+
+    def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Read on the next replica that has replayed this process's commits (waiting a little for
+        one that has not yet); on the primary when none can serve the read."""
+        assert self.replicas is not None
+        deadline = time.monotonic() + self.timeout
+        target = self._written
+        for replica in self.replicas.candidates():
+            served = self._read_on(replica, sql, params, fetch, target=target, deadline=deadline)
+            if served is not None:
+                return served[0]
+        return self._read(sql, params, fetch, deadline)
+
+    def _read_on(
+        self, replica: Replica, sql: SQL, params: Params, fetch: Fetch[T], *, target: int, deadline: float
+    ) -> tuple[T] | None:
+        """The read's result (in a tuple) if ``replica`` could serve it, else None."""
+        replicas = self.replicas
+        assert replicas is not None
+        try:
+            connection = replica.pool.getconn(
+                timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
+            )
+        except psycopg_pool.PoolTimeout:
+            if not replica.pool.get_stats().get("pool_size"):
+                replicas.failed(replica, "no connection")
+            return None
+        try:
+            with self.answered(connection):
+                self.watch(connection, deadline)
+                with connection.pipeline():  # the replay position and the read: one round trip
+                    position = connection.execute(REPLAY_POSITION)
+                    cursor = connection.execute(self.prepare(sql), params)
+                caught_up = replicas.caught_up(replica, position_in(position.fetchone()), target)
+            if caught_up:
+                return (fetch(cursor),)
+            if caught_up is False:
+                session = PostgresSession(self, connection, deadline=deadline)
+                if self._replayed(session, replica, target):
+                    return (session.execute(sql, params, fetch),)
+                replicas.behind(replica)
+        except WorkflowDBError as exc:
+            replicas.failed(replica, str(exc))
+        finally:
+            replica.pool.putconn(connection)
+        return None
+
+    def _replayed(self, session: Session, replica: Replica, target: int) -> bool:
+        """Whether ``replica`` replays up to ``target`` within the replica wait (looking again and again)."""
+        replicas = self.replicas
+        assert replicas is not None
+        for pause in poll_pauses(min(session.deadline, time.monotonic() + replicas.wait)):
+            time.sleep(pause)
+            if replicas.caught_up(replica, position_in(session.one(REPLAY_POSITION)), target):
+                return True
+        return False
 
     @contextmanager
     def _read_session(self) -> Iterator[Session]:
@@ -570,11 +681,14 @@ class PostgresDatabase(PostgresDialect, Database):
         with self._borrow(deadline) as connection:
             try:
                 with (
-                    self.answered(connection),  # the pipeline's closing sync: COMMIT's outcome
+                    self.answered(connection),
                     connection.pipeline() as pipeline,
-                    PostgresSession(self, connection, pipeline, deadline).transaction() as session,
-                ):
-                    yield session
+                ):  # closing sync: COMMIT's outcome
+                    with PostgresSession(self, connection, pipeline, deadline).transaction() as session:
+                        yield session
+                    position = connection.execute(WAL_POSITION) if self.replicas else None
+                if position is not None:
+                    self._wrote(position_in(position.fetchone()))
             finally:
                 if self._left_unclean(connection):
                     connection.close()
@@ -589,6 +703,8 @@ class PostgresDatabase(PostgresDialect, Database):
             session = PostgresSession(self, connection)
             self._take_migration_lock(session, lock_timeout)
             yield session
+            if self.replicas is not None:  # reads on replicas wait for the new schema
+                self._wrote(position_in(session.one(WAL_POSITION)))
         finally:
             connection.close()  # ends the session, and with it the advisory lock
 
@@ -643,6 +759,8 @@ class PostgresDatabase(PostgresDialect, Database):
         for thread in (self._listener, self._announcer):
             if thread is not None:
                 thread.join()
+        for replica in self.replicas.replicas if self.replicas else ():
+            replica.pool.close()
         self._pool.close()
 
     # -- announcing this process's commits -----------------------------------------------

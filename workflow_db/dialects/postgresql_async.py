@@ -15,6 +15,8 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self, cast
 
 import psycopg
@@ -30,8 +32,11 @@ from .postgresql import (
     LISTEN_RETRY_SECONDS,
     LISTEN_WAKE_GAP,
     PostgresDialect,
+    cursor_of,
+    position_in,
     queue_command,
 )
+from .replicas import REPLAY_POSITION, WAL_POSITION, Replica, lsn, poll_pauses
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -50,11 +55,16 @@ async def _fetch_none(cursor: psycopg.AsyncCursor[Any]) -> Any:
     return None
 
 
+async def _cursor_of(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    return cursor
+
+
 _ASYNC_FETCH: dict[Callable[[Any], Any], Callable[[psycopg.AsyncCursor[Any]], Awaitable[Any]]] = {
     fetch_all: _fetch_all,
     fetch_one: _fetch_one,
     fetch_rowcount: _fetch_rowcount,
     fetch_none: _fetch_none,
+    cursor_of: _cursor_of,
 }
 """The async cursor's way of doing what each of the store's fetch functions does."""
 
@@ -134,6 +144,13 @@ class AsyncPostgresSession(AsyncSession):
             self._savepoints -= 1
 
 
+@dataclass
+class _Written:
+    """The WAL position of the newest commit of a task (and of the tasks it started since)."""
+
+    position: int = 0
+
+
 class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     """A PostgreSQL server reached through an asyncio connection pool; open it with :meth:`open`."""
 
@@ -147,6 +164,14 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         self._pool = self._async_pool = psycopg_pool.AsyncConnectionPool(
             conninfo, check=self._check, configure=self._configure_async, **self._pool_options
         )
+        self.replicas = self._replica_set(
+            psycopg_pool.AsyncConnectionPool, check=self._check, configure=self._configure_async
+        )
+        self._written: ContextVar[_Written | None] = ContextVar(
+            f"workflow_db_written_{id(self)}", default=None
+        )
+        """The task's newest commit, as far as reads on replicas go: shared with the tasks it starts
+        after it, which copy the context (their commits count for it too)."""
 
     async def open(self) -> Self:
         """Wait for the server (at most ``timeout``), fill the pool, read the schema version."""
@@ -161,6 +186,8 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         except BaseException:
             await self._async_pool.close(timeout=0)
             raise
+        for replica in self.replicas.replicas if self.replicas else ():
+            await replica.pool.open(wait=False)  # a replica that is down is skipped, not waited for
         return self
 
     async def _wait_for_server(self) -> None:
@@ -192,12 +219,13 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     async def _configure_async(cls, connection: psycopg.AsyncConnection[Any]) -> None:
         cls._configure(connection)
 
-    async def _read(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+    async def _read(self, sql: SQL, params: Params, fetch: Fetch[T], deadline: float | None = None) -> T:
         # The hot path: getconn/putconn directly (no context managers), one round trip.
         pool = self._async_pool
-        deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
-            connection = await pool.getconn(timeout=self.timeout)
+            connection = await pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
         except psycopg_pool.PoolTimeout as exc:
             raise self.translate(exc) from exc
         try:
@@ -205,8 +233,78 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         finally:
             await pool.putconn(connection)
 
-    # Autocommit: one statement is its own transaction, one round trip.
-    _write = _read
+    async def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        if self.replicas is None:  # autocommit: one statement is its own transaction, one round trip
+            return await self._read(sql, params, fetch)
+        # With replicas, the commit's WAL position comes back in the same round trip.
+        async with self._write_session() as session:
+            cursor = await session.execute(sql, params, cursor_of)
+        return cast(T, await _ASYNC_FETCH[fetch](cursor))
+
+    def _wrote(self, position: str | None) -> None:
+        """This task committed at or before WAL ``position``: its reads on replicas wait for it."""
+        written = self._written.get()
+        if written is None:
+            written = _Written()
+            self._written.set(written)
+        written.position = max(written.position, lsn(position) or 0)
+
+    async def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
+        """Read on the next replica that has replayed this task's commits (waiting a little for one
+        that has not yet); on the primary when none can serve the read."""
+        assert self.replicas is not None
+        deadline = time.monotonic() + self.timeout
+        written = self._written.get()
+        target = 0 if written is None else written.position
+        for replica in self.replicas.candidates():
+            served = await self._read_on(replica, sql, params, fetch, target=target, deadline=deadline)
+            if served is not None:
+                return served[0]
+        return await self._read(sql, params, fetch, deadline)
+
+    async def _read_on(
+        self, replica: Replica, sql: SQL, params: Params, fetch: Fetch[T], *, target: int, deadline: float
+    ) -> tuple[T] | None:
+        """The read's result (in a tuple) if ``replica`` could serve it, else None."""
+        replicas = self.replicas
+        assert replicas is not None
+        try:
+            connection = await replica.pool.getconn(
+                timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
+            )
+        except psycopg_pool.PoolTimeout:
+            if not replica.pool.get_stats().get("pool_size"):
+                replicas.failed(replica, "no connection")
+            return None
+        try:
+            with self.answered(connection):
+                self.watch(connection, deadline)
+                async with connection.pipeline():  # the replay position and the read: one round trip
+                    position = await connection.execute(REPLAY_POSITION)
+                    cursor = await connection.execute(self.prepare(sql), params)
+                caught_up = replicas.caught_up(replica, position_in(await position.fetchone()), target)
+            if caught_up:
+                return (cast(T, await _ASYNC_FETCH[fetch](cursor)),)
+            if caught_up is False:
+                session = AsyncPostgresSession(self, connection, deadline=deadline)
+                if await self._replayed(session, replica, target):
+                    return (await session.execute(sql, params, fetch),)
+                replicas.behind(replica)
+        except WorkflowDBError as exc:
+            replicas.failed(replica, str(exc))
+        finally:
+            await replica.pool.putconn(connection)
+        return None
+
+    async def _replayed(self, session: AsyncSession, replica: Replica, target: int) -> bool:
+        """Whether ``replica`` replays up to ``target`` within the replica wait (looking again and again)."""
+        replicas = self.replicas
+        assert replicas is not None
+        for pause in poll_pauses(min(session.deadline, time.monotonic() + replicas.wait)):
+            await asyncio.sleep(pause)
+            if replicas.caught_up(replica, position_in(await session.one(REPLAY_POSITION)), target):
+                return True
+        return False
 
     @asynccontextmanager
     async def _borrow(self, deadline: float) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -242,6 +340,9 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                         finally:
                             self.watch(connection, time.monotonic() + self.timeout)
                         await session._send("COMMIT")
+                        position = await connection.execute(WAL_POSITION) if self.replicas else None
+                if position is not None:
+                    self._wrote(position_in(await position.fetchone()))
             finally:
                 if self._left_unclean(connection):
                     await connection.close()
@@ -253,6 +354,8 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for replica in self.replicas.replicas if self.replicas else ():
+            await replica.pool.close()
         await self._async_pool.close()
 
     # -- announcing this process's commits -----------------------------------------------
