@@ -16,9 +16,10 @@ from conftest import PostgresServer, require_pg
 from factories import make_graph, run_threads
 from pg_cluster import free_port
 
-from workflow_db import DatabaseUnavailableError, WorkflowStore, connect, connect_async
+from workflow_db import AsyncWorkflowStore, DatabaseUnavailableError, WorkflowStore, connect, connect_async
 from workflow_db.dialects import redact_url
 from workflow_db.dialects.base import fetch_one
+from workflow_db.dialects.replicas import replica_urls_from_environment
 from workflow_db.migrate import upgrade
 
 
@@ -285,3 +286,76 @@ def test_secrets_never_show_in_a_listen_url_or_a_command_line_verb(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 2 and "invalid choice" in result.stderr
     assert "s3cret" not in result.stderr and "postgresql://app:***@127.0.0.1:1/db" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"replica_urls": "postgresql://r/db"},
+            "replica_urls: expected a list of postgresql:// URLs, got str",
+        ),
+        ({"replica_urls": ["sqlite:///r.db"]}, r"replica_urls\[0\]: expected a postgresql:// URL"),
+        ({"replica_urls": ["postgresql://u:s3cret@r/db", 5]}, r"replica_urls\[1\]: .* got int"),
+        ({"replica_urls": ["postgresql://u:s3cret@r/db?sslmode=maybe"]}, r"replica_urls\[0\]: sslmode="),
+        ({"replica_wait": -1}, r"replica_wait: expected a number of seconds \(0 or more\)"),
+    ],
+)
+def test_bad_replica_options_are_value_errors_without_password(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
+        connect("postgresql://u:s3cret@127.0.0.1:1/db", **options)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_replicas_are_for_postgresql_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"replica_urls .* only for PostgreSQL"):
+        connect(f"sqlite:///{tmp_path / 'a.db'}", replica_urls=["postgresql://r/db"])
+    monkeypatch.setenv("WORKFLOW_DB_REPLICA_URLS", "postgresql://r/db")
+    with pytest.raises(ValueError, match=r"\$WORKFLOW_DB_REPLICA_URLS\): only for PostgreSQL"):
+        connect(f"sqlite:///{tmp_path / 'a.db'}")
+    with connect(f"sqlite:///{tmp_path / 'a.db'}", replica_urls=[]) as db:  # none given: none taken
+        assert db.replicas is None
+
+
+def test_replica_urls_from_the_environment_keep_multi_host_urls_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "WORKFLOW_DB_REPLICA_URLS",
+        "postgresql://u@r1:5432,r2:5433/db?target_session_attrs=standby , postgres://u@r3/db",
+    )
+    assert replica_urls_from_environment() == [
+        "postgresql://u@r1:5432,r2:5433/db?target_session_attrs=standby",
+        "postgres://u@r3/db",
+    ]
+    monkeypatch.setenv("WORKFLOW_DB_REPLICA_URLS", " ")
+    assert replica_urls_from_environment() == []
+
+
+def test_a_replica_that_is_down_leaves_every_read_to_the_primary(
+    pg_urls: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connecting does not wait for it; the first read that tries it logs why, later ones skip it."""
+    url, _ = pg_urls
+    down = f"postgresql://nobody:s3cret@127.0.0.1:{free_port()}/db"
+    with caplog.at_level(logging.WARNING), connect(url, replica_urls=[down]) as db:
+        store = WorkflowStore(db)
+        graph = make_graph(store)
+        run = store.create_run(graph.id)
+        assert [store.get_run(run.id) for _ in range(3)] == [run] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "workflow_db.dialects.replicas"]
+    assert len(warnings) == 1 and "no connection within 0.05 s" in warnings[0]
+    assert "nobody:***@" in warnings[0] and all("s3cret" not in r.getMessage() for r in caplog.records)
+
+
+def test_the_async_store_reads_from_the_primary_when_its_replica_is_down(pg_urls: tuple[str, str]) -> None:
+    url, _ = pg_urls
+    down = f"postgresql://nobody@127.0.0.1:{free_port()}/db"
+
+    async def body() -> None:
+        async with connect_async(url, replica_urls=[down]) as db:
+            store = AsyncWorkflowStore(db)
+            await store.ensure_project("p")
+            assert [(await store.get_project("p")) is not None for _ in range(3)] == [True] * 3
+
+    asyncio.run(body())

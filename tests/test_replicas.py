@@ -158,7 +158,10 @@ def test_two_hundred_tasks_read_their_own_writes_from_a_lagging_replica(replicat
                 await store.update_run_status(run.id, WorkflowRunStatus.COMPLETED)
                 assert present(await store.get_run(run.id)).status == WorkflowRunStatus.COMPLETED
 
-            on_replica, on_primary = replicated.calls(replicated.replica), replicated.calls(replicated.primary)
+            on_replica, on_primary = (
+                replicated.calls(replicated.replica),
+                replicated.calls(replicated.primary),
+            )
             await asyncio.gather(*(task(index) for index in range(tasks)))
             reads = served(on_replica, replicated.calls(replicated.replica))
             # every read served there (a read sent before the replica had replayed is sent again)

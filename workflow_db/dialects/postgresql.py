@@ -58,6 +58,7 @@ from .base import (
 )
 from .replicas import (
     DEFAULT_REPLICA_WAIT,
+    RECONNECT_TIMEOUT,
     REPLAY_POSITION,
     WAL_POSITION,
     Replica,
@@ -309,7 +310,12 @@ class PostgresDialect(Dialect):
         """The read replicas, each with a pool made like the primary's (none unless ``replica_urls``)."""
         if not self._replica_conninfos:
             return None
-        options = {**self._pool_options, "name": "workflow_db-replica", **pool_options}
+        options = {
+            **self._pool_options,
+            "name": "workflow_db-replica",
+            "reconnect_timeout": RECONNECT_TIMEOUT,
+            **pool_options,
+        }
         replicas = [
             Replica(make_pool(conninfo, **options), shown) for conninfo, shown in self._replica_conninfos
         ]
@@ -636,8 +642,7 @@ class PostgresDatabase(PostgresDialect, Database):
                 timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
             )
         except psycopg_pool.PoolTimeout:
-            if not replica.pool.get_stats().get("pool_size"):
-                replicas.failed(replica, "no connection")
+            replicas.no_connection(replica, replica.pool.get_stats())
             return None
         try:
             with self.answered(connection):

@@ -273,8 +273,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
                 timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
             )
         except psycopg_pool.PoolTimeout:
-            if not replica.pool.get_stats().get("pool_size"):
-                replicas.failed(replica, "no connection")
+            replicas.no_connection(replica, replica.pool.get_stats())
             return None
         try:
             with self.answered(connection):

@@ -34,6 +34,10 @@ RETRY_SECONDS = (0.5, 10.0)
 """After a replica failed: the first and the longest pause before a read tries it again."""
 BEHIND_SECONDS = 1.0
 """After a replica made a read wait longer than the wait allowed: how long reads skip it."""
+RECONNECT_TIMEOUT = 0.001
+"""A replica pool's ``reconnect_timeout``: it gives up on a failed connection at once, and makes a new
+one when a read asks for it (the pool's own retries, spaced up to minutes apart, would keep a replica
+that is back unused); :data:`RETRY_SECONDS` space the reads that try it."""
 POLL_SECONDS = (0.0005, 0.005)
 """While waiting for a replica to replay a commit: the first and the longest pause between looks."""
 
@@ -117,6 +121,12 @@ class ReplicaSet:
         logger.warning(
             "replica %s: %s; reads go elsewhere, trying it again in %g s", replica.display_url, reason, pause
         )
+
+    def no_connection(self, replica: Replica, pool_stats: dict[str, int]) -> None:
+        """No pooled connection to ``replica`` within :attr:`wait`: down, unless all of them are in use
+        (then this read goes to the primary and the next one tries it again)."""
+        if pool_stats.get("pool_size", 0) < pool_stats.get("pool_max", 1):
+            self.failed(replica, f"no connection within {self.wait:g} s")
 
     def behind(self, replica: Replica) -> None:
         """``replica`` had not replayed the caller's commits within :attr:`wait`: skip it for a while."""
