@@ -193,3 +193,23 @@ def test_every_file_the_readme_names_is_in_the_repository() -> None:
         name for name in named - patterns if not (root / name).exists() and Path(name).name not in files
     }
     assert missing == set()
+
+
+def test_bench_replicas_measures_reads_waits_and_failovers(pg_server: PostgresServer | None) -> None:
+    require_pg(pg_server)  # runs in the postgresql env; it starts clusters of its own
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_replicas.py"), "--seconds", "0.3", "--processes", "1",
+         "--threads", "2", "--runs", "30", "--writes", "20"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    rows = re.findall(r"^\| (\d) \| ([\d,]+) \|$", result.stdout, re.MULTILINE)
+    assert [replicas for replicas, _ in rows] == ["0", "1"] and all(
+        int(n.replace(",", "")) > 0 for _, n in rows
+    )
+    assert len(re.findall(r"^\| [01] \| [04] \| [\d.]+ / [\d.]+ ms \|$", result.stdout, re.MULTILINE)) == 4
+    assert re.search(r"replay lag, .*: [\d.]+ / [\d.]+ ms", result.stdout)
+    failovers = re.findall(
+        r"^\| (a?synchronous) \| \d+ ms \| \d+ ms \| \d+ \| (\d+) \|$", result.stdout, re.MULTILINE
+    )
+    assert failovers[0] == ("synchronous", "0")  # a synchronous standby loses no acknowledged write
+    assert [kind for kind, _ in failovers] == ["synchronous", "asynchronous"]

@@ -644,7 +644,10 @@ class PostgresDatabase(PostgresDialect, Database):
         except psycopg_pool.PoolTimeout:
             replicas.no_connection(replica, replica.pool.get_stats())
             return None
+        session = PostgresSession(self, connection, deadline=deadline)
         try:
+            if not replicas.must_check(replica, target):  # it has replayed the caller's commits already
+                return (session.execute(sql, params, fetch),)
             with self.answered(connection):
                 self.watch(connection, deadline)
                 with connection.pipeline():  # the replay position and the read: one round trip
@@ -654,7 +657,6 @@ class PostgresDatabase(PostgresDialect, Database):
             if caught_up:
                 return (fetch(cursor),)
             if caught_up is False:
-                session = PostgresSession(self, connection, deadline=deadline)
                 if self._replayed(session, replica, target):
                     return (session.execute(sql, params, fetch),)
                 replicas.behind(replica)

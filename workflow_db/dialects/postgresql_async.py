@@ -275,7 +275,10 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         except psycopg_pool.PoolTimeout:
             replicas.no_connection(replica, replica.pool.get_stats())
             return None
+        session = AsyncPostgresSession(self, connection, deadline=deadline)
         try:
+            if not replicas.must_check(replica, target):  # it has replayed the caller's commits already
+                return (await session.execute(sql, params, fetch),)
             with self.answered(connection):
                 self.watch(connection, deadline)
                 async with connection.pipeline():  # the replay position and the read: one round trip
@@ -285,7 +288,6 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
             if caught_up:
                 return (cast(T, await _ASYNC_FETCH[fetch](cursor)),)
             if caught_up is False:
-                session = AsyncPostgresSession(self, connection, deadline=deadline)
                 if await self._replayed(session, replica, target):
                     return (await session.execute(sql, params, fetch),)
                 replicas.behind(replica)

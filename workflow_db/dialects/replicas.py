@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import re
 import time
@@ -43,8 +44,11 @@ POLL_SECONDS = (0.0005, 0.005)
 
 WAL_POSITION = "SELECT pg_current_wal_insert_lsn()"
 """On the primary, right after a commit: a WAL position at or past the commit's record."""
-REPLAY_POSITION = "SELECT pg_last_wal_replay_lsn()"
-"""On a replica: how far it has replayed (NULL on a server that is not in recovery)."""
+REPLAY_POSITION = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
+"""On a replica: how far it has replayed (NULL on a server that is not in recovery: a promoted one)."""
+RECHECK_SECONDS = 1.0
+"""A read whose target a replica had already replayed when last looked sends only the read; it
+looks again (in the same round trip) at least this often, so a promoted replica is noticed."""
 
 # Several URLs in one variable: a libpq multi-host URL holds commas of its own.
 _NEXT_URL = re.compile(r"\s*,\s*(?=postgres(?:ql)?://)", re.IGNORECASE)
@@ -74,6 +78,8 @@ class Replica:
     """Its URL with any password hidden."""
     replayed: int = 0
     """The WAL position it had replayed when this process last looked."""
+    checked_at: float = -math.inf
+    """``time.monotonic()`` when this process last looked."""
     skipped_until: float = 0.0
     """``time.monotonic()`` before which reads do not try it."""
     failures: int = 0
@@ -99,6 +105,11 @@ class ReplicaSet:
         ordered = self.replicas[first:] + self.replicas[:first]
         return [replica for replica in ordered if replica.skipped_until <= now]
 
+    def must_check(self, replica: Replica, target: int) -> bool:
+        """Whether a read for ``target`` must look at ``replica``'s replay position first: the replay
+        position never goes back, so not if it had replayed ``target`` when last looked, lately."""
+        return target > replica.replayed or time.monotonic() - replica.checked_at > RECHECK_SECONDS
+
     def caught_up(self, replica: Replica, position: str | None, target: int) -> bool | None:
         """Whether ``replica``, having replayed up to ``position``, has replayed ``target`` (this
         process's or task's commits); None if it is not a replica at all (then it is skipped)."""
@@ -110,6 +121,7 @@ class ReplicaSet:
             logger.info("replica %s answers again; reads go to it", replica.display_url)
             replica.failures = 0
         replica.replayed = max(replica.replayed, replayed)
+        replica.checked_at = time.monotonic()
         return replayed >= target
 
     def failed(self, replica: Replica, reason: str) -> None:
@@ -117,6 +129,7 @@ class ReplicaSet:
         first, longest = RETRY_SECONDS
         pause = min(first * 2**replica.failures, longest)
         replica.failures += 1
+        replica.replayed, replica.checked_at = 0, -math.inf  # it may come back as another server
         replica.skipped_until = time.monotonic() + pause
         logger.warning(
             "replica %s: %s; reads go elsewhere, trying it again in %g s", replica.display_url, reason, pause
