@@ -175,6 +175,27 @@ def test_two_hundred_tasks_read_their_own_writes_from_a_lagging_replica(replicat
         replicated.delay_replay("0")
 
 
+def test_a_task_reads_what_the_tasks_it_started_wrote(replicated: Replicated) -> None:
+    """The tasks a task starts after its first call share its position: their commits count for it."""
+
+    async def body() -> None:
+        async with connect_async(
+            replicated.primary.url, replica_urls=[replicated.replica.url], replica_wait=30
+        ) as db:
+            store = AsyncWorkflowStore(db)
+            graph = await _graph(store, "children")  # the task's first calls
+            runs = await asyncio.gather(*(store.create_run(graph.id) for _ in range(10)))  # ten child tasks
+            before = replicated.calls(replicated.replica)
+            assert [present(await store.get_run(run.id)).id for run in runs] == [run.id for run in runs]
+            assert sum(served(before, replicated.calls(replicated.replica)).values()) >= len(runs)
+
+    replicated.delay_replay("20ms")
+    try:
+        asyncio.run(body())
+    finally:
+        replicated.delay_replay("0")
+
+
 def test_a_replica_further_behind_than_the_wait_leaves_reads_to_the_primary(replicated: Replicated) -> None:
     replicated.delay_replay("2s")
     try:

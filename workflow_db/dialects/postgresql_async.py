@@ -170,8 +170,9 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         self._written: ContextVar[_Written | None] = ContextVar(
             f"workflow_db_written_{id(self)}", default=None
         )
-        """The task's newest commit, as far as reads on replicas go: shared with the tasks it starts
-        after it, which copy the context (their commits count for it too)."""
+        """The task's newest commit, as far as reads on replicas go. Made at the task's first read or
+        write; the tasks it starts after that copy the context and share it (their commits count
+        for it too)."""
 
     async def open(self) -> Self:
         """Wait for the server (at most ``timeout``), fill the pool, read the schema version."""
@@ -241,12 +242,17 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
             cursor = await session.execute(sql, params, cursor_of)
         return cast(T, await _ASYNC_FETCH[fetch](cursor))
 
-    def _wrote(self, position: str | None) -> None:
-        """This task committed at or before WAL ``position``: its reads on replicas wait for it."""
+    def _task_written(self) -> _Written:
+        """The current task's :class:`_Written` (made now if it has none)."""
         written = self._written.get()
         if written is None:
             written = _Written()
             self._written.set(written)
+        return written
+
+    def _wrote(self, position: str | None) -> None:
+        """This task committed at or before WAL ``position``: its reads on replicas wait for it."""
+        written = self._task_written()
         written.position = max(written.position, lsn(position) or 0)
 
     async def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
@@ -254,8 +260,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         that has not yet); on the primary when none can serve the read."""
         assert self.replicas is not None
         deadline = time.monotonic() + self.timeout
-        written = self._written.get()
-        target = 0 if written is None else written.position
+        target = self._task_written().position
         for replica in self.replicas.candidates():
             served = await self._read_on(replica, sql, params, fetch, target=target, deadline=deadline)
             if served is not None:
