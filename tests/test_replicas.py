@@ -23,6 +23,7 @@ from pg_cluster import ThrowawayCluster
 
 from workflow_db import (
     AsyncWorkflowStore,
+    IntegrityError,
     WorkflowGraph,
     WorkflowRunStatus,
     WorkflowStore,
@@ -121,6 +122,18 @@ def test_reads_are_served_by_the_replica_and_nowhere_else(replicated: Replicated
         assert sum(reads.values()) == 9  # each read one statement, all of them there
         elsewhere = served(on_primary, replicated.calls(replicated.primary))
         assert not set(reads) & set(elsewhere)  # none of them ran on the primary
+
+
+def test_a_refused_write_leaves_the_next_calls_whole(replicated: Replicated) -> None:
+    """With replicas a write's commit position comes back with it; a refused write brings none."""
+    with connect(replicated.primary.url, replica_urls=[replicated.replica.url], replica_wait=10) as db:
+        store = WorkflowStore(db)
+        graph = make_graph(store, "refused")
+        with pytest.raises(IntegrityError):
+            store.create_run("no-such-graph")
+        run = store.create_run(graph.id)
+        assert store.set_node_state(run.id, "a", progress=0.25).progress == 0.25
+        assert present(store.get_node_state(run.id, "a")).progress == 0.25
 
 
 def test_the_async_store_reads_on_the_replica_too(replicated: Replicated) -> None:

@@ -135,16 +135,18 @@ def position_in(row: Any) -> str | None:
     return None if row is None else row[0]
 
 
-def cursor_of(cursor: Any) -> Any:
-    """The executed cursor itself: its rows are read after the pipeline it ran in is synced."""
-    return cursor
-
-
 def _to_pyformat(match: re.Match[str]) -> str:
     name = match.group(1)
     if name is not None:
         return f"%({name})s"
     return match.group(0).replace("%", "%%")
+
+
+def end_statement(pipeline: psycopg.Pipeline | psycopg.AsyncPipeline) -> None:
+    """Queue a sync point in ``pipeline``: in autocommit mode the statements before it commit there,
+    before the ones after it run; nothing is sent or waited for (``Pipeline.sync`` would wait for
+    the results). psycopg's own way of ending a pipelined statement; no public name offers it."""
+    pipeline._enqueue_sync()
 
 
 def queue_command(connection: AnyConnection, statement: str) -> Any:
@@ -608,10 +610,25 @@ class PostgresDatabase(PostgresDialect, Database):
     def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         if self.replicas is None:  # autocommit: one statement is its own transaction, one round trip
             return self._read(sql, params, fetch)
-        # With replicas, the commit's WAL position comes back in the same round trip.
-        with self._write_session() as session:
-            cursor = session.execute(sql, params, cursor_of)
-        return fetch(cursor)
+        # With replicas, the commit's WAL position comes back in the same round trip: the statement,
+        # a sync point (its implicit transaction commits there; see end_statement), then the position.
+        deadline = time.monotonic() + self.timeout
+        try:
+            connection = self._pool.getconn(timeout=self.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self.translate(exc) from exc
+        try:
+            text = self.prepare(sql)
+            with self.answered(connection):
+                self.watch(connection, deadline)
+                with connection.pipeline() as pipeline:
+                    cursor = connection.execute(text, self.bounded(text, params, deadline))
+                    end_statement(pipeline)
+                    position = connection.execute(WAL_POSITION)
+            self._wrote(position_in(position.fetchone()))
+            return fetch(cursor)
+        finally:
+            self._pool.putconn(connection)
 
     def _wrote(self, position: str | None) -> None:
         """This process committed at or before WAL ``position``: reads on replicas wait for it."""

@@ -32,7 +32,7 @@ from .postgresql import (
     LISTEN_RETRY_SECONDS,
     LISTEN_WAKE_GAP,
     PostgresDialect,
-    cursor_of,
+    end_statement,
     position_in,
     queue_command,
 )
@@ -55,16 +55,11 @@ async def _fetch_none(cursor: psycopg.AsyncCursor[Any]) -> Any:
     return None
 
 
-async def _cursor_of(cursor: psycopg.AsyncCursor[Any]) -> Any:
-    return cursor
-
-
 _ASYNC_FETCH: dict[Callable[[Any], Any], Callable[[psycopg.AsyncCursor[Any]], Awaitable[Any]]] = {
     fetch_all: _fetch_all,
     fetch_one: _fetch_one,
     fetch_rowcount: _fetch_rowcount,
     fetch_none: _fetch_none,
-    cursor_of: _cursor_of,
 }
 """The async cursor's way of doing what each of the store's fetch functions does."""
 
@@ -237,10 +232,26 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
     async def _write(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
         if self.replicas is None:  # autocommit: one statement is its own transaction, one round trip
             return await self._read(sql, params, fetch)
-        # With replicas, the commit's WAL position comes back in the same round trip.
-        async with self._write_session() as session:
-            cursor = await session.execute(sql, params, cursor_of)
-        return cast(T, await _ASYNC_FETCH[fetch](cursor))
+        # With replicas, the commit's WAL position comes back in the same round trip (as in the sync
+        # dialect): the statement, a sync point where it commits, then the position.
+        pool = self._async_pool
+        deadline = time.monotonic() + self.timeout
+        try:
+            connection = await pool.getconn(timeout=self.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self.translate(exc) from exc
+        try:
+            text = self.prepare(sql)
+            with self.answered(connection):
+                self.watch(connection, deadline)
+                async with connection.pipeline() as pipeline:
+                    cursor = await connection.execute(text, self.bounded(text, params, deadline))
+                    end_statement(pipeline)
+                    position = await connection.execute(WAL_POSITION)
+            self._wrote(position_in(await position.fetchone()))
+            return cast(T, await _ASYNC_FETCH[fetch](cursor))
+        finally:
+            await pool.putconn(connection)
 
     def _task_written(self) -> _Written:
         """The current task's :class:`_Written` (made now if it has none)."""
