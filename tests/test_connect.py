@@ -298,7 +298,7 @@ def test_secrets_never_show_in_a_listen_url_or_a_command_line_verb(tmp_path: Pat
         ({"replica_urls": ["sqlite:///r.db"]}, r"replica_urls\[0\]: expected a postgresql:// URL"),
         ({"replica_urls": ["postgresql://u:s3cret@r/db", 5]}, r"replica_urls\[1\]: .* got int"),
         ({"replica_urls": ["postgresql://u:s3cret@r/db?sslmode=maybe"]}, r"replica_urls\[0\]: sslmode="),
-        ({"replica_wait": -1}, r"replica_wait: expected a number of seconds \(0 or more\)"),
+        ({"replica_wait": -1}, "replica_wait: expected a number of seconds, 0 or more"),
     ],
 )
 def test_bad_replica_options_are_value_errors_without_password(options: dict[str, Any], message: str) -> None:

@@ -10,7 +10,6 @@ caller's commits fail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from conftest import PostgresServer, require_pg
-from factories import graph_structure, make_graph, present
+from factories import graph_structure, make_graph, present, run_threads
 from pg_cluster import ThrowawayCluster
 
 from workflow_db import (
@@ -245,55 +244,82 @@ def test_inside_a_transaction_every_read_is_on_the_primary(replicated: Replicate
         assert run.id in {change.run_id for change in changes}  # the feed reads the primary
 
 
-def test_a_replica_stopped_and_restarted_under_load_costs_no_call(replicated: Replicated) -> None:
+@pytest.mark.parametrize("store_kind", ["sync", "async"])
+def test_a_replica_stopped_and_restarted_under_load_costs_no_call(
+    replicated: Replicated, store_kind: str
+) -> None:
+    """4 threads (sync store) or 20 tasks (async store) write and read while the replica stops at once
+    and starts again: no call fails, and reads come back to the replica."""
     errors: list[BaseException] = []
     done = threading.Event()
     rounds = [0]
+    replicas = [replicated.replica.url]
 
-    with connect(replicated.primary.url, replica_urls=[replicated.replica.url], max_size=8) as db:
-        store = WorkflowStore(db)
-        graph = make_graph(store, "load")
+    def sync_load() -> None:
+        with connect(replicated.primary.url, replica_urls=replicas, max_size=8) as db:
+            store = WorkflowStore(db)
+            graph = make_graph(store, "load")
 
-        def load() -> None:
-            while not done.is_set():
-                try:
+            def worker(_: int) -> None:
+                while not done.is_set() and not errors:
                     run = store.create_run(graph.id)
                     assert present(store.get_run(run.id)).id == run.id
                     store.set_node_state(run.id, "a", progress=1.0)
                     assert [s.progress for s in store.list_node_states(run.id)] == [1.0, 0.0, 0.0]
                     rounds[0] += 1
-                except BaseException as exc:  # collected, asserted below
-                    errors.append(exc)
-                    return
 
-        def replica_serves() -> None:
-            before = replicated.calls(replicated.replica)
-            deadline = time.monotonic() + 60
-            while sum(served(before, replicated.calls(replicated.replica)).values()) < 20:
-                assert time.monotonic() < deadline and not errors, errors
-                time.sleep(0.05)  # polling the replica's statistics, not waiting out a race
+            errors.extend(run_threads(4, worker))
 
-        def rounds_pass(count: int) -> None:
-            target = rounds[0] + count
-            deadline = time.monotonic() + 60
-            while rounds[0] < target:
-                assert time.monotonic() < deadline and not errors, errors
-                time.sleep(0.01)
+    async def async_load() -> None:
+        async with connect_async(replicated.primary.url, replica_urls=replicas, max_size=8) as db:
+            store = AsyncWorkflowStore(db)
+            graph = await _graph(store, "async-load")
 
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
+            async def worker() -> None:
+                while not done.is_set():
+                    run = await store.create_run(graph.id)
+                    assert present(await store.get_run(run.id)).id == run.id
+                    await store.set_node_state(run.id, "a", progress=1.0)
+                    assert [s.progress for s in await store.list_node_states(run.id)] == [1.0, 0.0]
+                    rounds[0] += 1
+
+            await asyncio.gather(*(worker() for _ in range(20)))
+
+    def load() -> None:
         try:
-            replica_serves()
-            replicated.replica.stop()  # immediate: its connections break mid-read
-            rounds_pass(200)  # reads go to the primary meanwhile
+            if store_kind == "sync":
+                sync_load()
+            else:
+                asyncio.run(async_load())
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    def replica_serves() -> None:
+        before = replicated.calls(replicated.replica)
+        deadline = time.monotonic() + 60
+        while sum(served(before, replicated.calls(replicated.replica)).values()) < 20:
+            assert time.monotonic() < deadline and not errors, errors
+            time.sleep(0.05)  # polling the replica's statistics, not waiting out a race
+
+    def rounds_pass(count: int) -> None:
+        target = rounds[0] + count
+        deadline = time.monotonic() + 60
+        while rounds[0] < target:
+            assert time.monotonic() < deadline and not errors, errors
+            time.sleep(0.01)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        replica_serves()
+        replicated.replica.stop()  # immediate: its connections break mid-read
+        rounds_pass(200)  # reads go to the primary meanwhile
+        replicated.replica.resume()
+        replica_serves()  # and come back to the replica
+        rounds_pass(50)
+    finally:
+        done.set()
+        loader.join()
+        if not (replicated.replica.directory / "data" / "postmaster.pid").exists():
             replicated.replica.resume()
-            replica_serves()  # and come back to the replica
-            rounds_pass(50)
-        finally:
-            done.set()
-            for thread in threads:
-                thread.join()
-            with contextlib.suppress(Exception):
-                replicated.replica.resume()
     assert errors == []

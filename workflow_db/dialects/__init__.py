@@ -216,18 +216,18 @@ def _target(url: str | None, **options: Any) -> tuple[str, str, dict[str, Any]]:
         url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
     if not isinstance(url, str):
         raise ValueError(f"database URL: expected a string, got {type(url).__name__}")
-    for name, least in (
-        ("timeout", "positive"),
-        ("poll_interval", "positive"),
-        ("replica_wait", "0 or more"),
+    for name, allowed in (
+        ("timeout", "a positive number of seconds"),
+        ("poll_interval", "a positive number of seconds"),
+        ("replica_wait", "a number of seconds, 0 or more"),
     ):
         seconds = options[name]
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, int | float)
-            or not (seconds > 0 if least == "positive" else seconds >= 0)
+            or not (seconds >= 0 if name == "replica_wait" else seconds > 0)
         ):
-            raise ValueError(f"{name}: expected a number of seconds ({least}), got {seconds!r}")
+            raise ValueError(f"{name}: expected {allowed}, got {seconds!r}")
     replica_urls = options["replica_urls"]
     if replica_urls is None:
         replica_urls = replica_urls_from_environment()
