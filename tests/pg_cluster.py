@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import glob
 import os
@@ -131,12 +132,14 @@ class ThrowawayCluster:
     def freeze(self) -> None:
         """SIGSTOP the server and all its processes: connections stay open, nothing answers."""
         for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         """SIGCONT what :meth:`freeze` stopped."""
         for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+                os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server at once (its clients see the connection break; a primary's unreplicated
