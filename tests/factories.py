@@ -16,7 +16,7 @@ from workflow_db import Database, WorkflowGraph, WorkflowStore
 
 T = TypeVar("T")
 
-SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+SHIPPED_VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 """The migrations sql/ ships, in order."""
 
 

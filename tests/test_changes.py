@@ -20,6 +20,7 @@ from factories import make_graph, present, run_threads
 from workflow_db import (
     AsyncWorkflowStore,
     Change,
+    IntegrityError,
     ValidationError,
     WorkflowNodeStatus,
     WorkflowRunStatus,
@@ -27,7 +28,7 @@ from workflow_db import (
     connect,
     connect_async,
 )
-from workflow_db.dialects.base import fetch_one
+from workflow_db.dialects.base import Database, fetch_one
 
 ROOT = Path(__file__).resolve().parent.parent
 View = dict[tuple[str, str | None], Change]
@@ -148,6 +149,48 @@ def test_a_node_heartbeat_is_not_a_change_of_its_run(store: WorkflowStore) -> No
     store.update_run_status(run.id, "running")
     (_, run_change) = store.list_changes(start)
     assert present(run_change.run).updated_at == present(store.get_run(run.id)).updated_at
+
+
+def test_a_node_state_written_outside_the_store_is_a_change_and_a_heartbeat(
+    store: WorkflowStore, db: Database
+) -> None:
+    """On PostgreSQL the store's node writes file their change and heartbeat in their own statement
+    (schema 11); a trigger still does both for any other writer: raw SQL, an update and an insert."""
+    run = store.create_run(make_graph(store).id)
+    store.set_node_state(run.id, "a", progress=0.1)  # a store write first: the row says it filed itself
+    start = store.list_changes()[-1].seq
+    later = present(store.get_run(run.id)).updated_at + timedelta(seconds=5)
+    with db.writing() as session:
+        session.run(
+            "UPDATE workflow_node_states SET progress = 0.5, updated_at = :at "
+            "WHERE run_id = :run AND node_id = 'a'",
+            {"at": db.encode_time(later), "run": run.id},
+        )
+        session.run(
+            "INSERT INTO workflow_node_states (run_id, node_id, position, status, updated_at) "
+            "VALUES (:run, 'extra', 9, 'running', :at)",
+            {"at": db.encode_time(later + timedelta(seconds=1)), "run": run.id},
+        )
+    changes = store.list_changes(start)
+    assert [(c.node_id, present(c.node_state).progress) for c in changes] == [("a", 0.5), ("extra", 0.0)]
+    assert present(store.get_run(run.id)).updated_at == later + timedelta(seconds=1)
+    # And the store's next write of that node is one change again, not two.
+    store.set_node_state(run.id, "a", progress=0.7)
+    assert [c.node_id for c in store.list_changes(changes[-1].seq)] == ["a"]
+
+
+def test_the_schema_refuses_what_the_store_never_writes(store: WorkflowStore, db: Database) -> None:
+    """The checks on statuses, progress and message lists hold for raw SQL too (on PostgreSQL they
+    are domains since schema 11), and a refused statement writes nothing."""
+    run = store.create_run(make_graph(store).id)
+    start = store.list_changes()[-1].seq
+    for assignment in ("status = 'bogus'", "progress = 1.5", "messages_json = '{}'"):
+        with pytest.raises(IntegrityError), db.writing() as session:
+            session.run(f"UPDATE workflow_node_states SET {assignment} WHERE run_id = :run", {"run": run.id})
+    with pytest.raises(IntegrityError), db.writing() as session:
+        session.run("UPDATE workflow_runs SET status = 'bogus' WHERE id = :run", {"run": run.id})
+    assert store.list_changes(start) == []
+    assert {(n.status.value, n.progress) for n in store.list_node_states(run.id)} == {("pending", 0.0)}
 
 
 def test_deleted_runs_and_their_node_states_leave_the_feed(store: WorkflowStore) -> None:

@@ -111,6 +111,10 @@ def test_both_dialects_have_the_same_schema(tmp_path: Path, pg_server: PostgresS
     # table; seq never NULL), PostgreSQL once they committed (a sequence; seq NULL until then).
     del sqlite_schema["workflow_change_counter"]
     sqlite_schema["workflow_changes"]["not_null"].remove("seq")
+    # Schema 11's: PostgreSQL's node writes file their own change and heartbeat and say so in
+    # `noted` (SQLite's triggers do it all).
+    for key in ("columns", "not_null"):
+        pg_schema["workflow_node_states"][key].remove("noted")
     assert sqlite_schema == pg_schema
 
 
@@ -133,6 +137,7 @@ def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
         (8, "quiet_feed_and_fencing", "applied", True),
         (9, "listed_messages_as_rows", "applied", True),
         (10, "langgraph_checkpoints", "applied", True),
+        (11, "node_writes_note_themselves", "applied", True),
     ]
     assert present(rows[0].applied_at).tzinfo is UTC
 
@@ -525,12 +530,13 @@ def test_schema_2_keeps_every_row_index_trigger_and_foreign_key(
             """Plus updated_at (NULL), and schema 5's appended, appended_message (NULL), messages_bytes.
 
             On SQLite, schema 9 files a stored list as rows: '[]' stays in the row, appended counts them.
+            On PostgreSQL, schema 11's noted (false: nothing the store wrote).
             """
             listed = next(str(v) for v in row if str(v).startswith("["))
             if dialect == "sqlite":
                 kept = tuple("[]" if value == listed else value for value in row)
                 return (*kept, None, len(json.loads(listed)), None, len(listed))
-            return (*row, None, 0, None, len(listed))
+            return (*row, None, 0, None, len(listed), False)
 
         assert after.pop("workflow_node_states") == [
             migrated(row) for row in before.pop("workflow_node_states")

@@ -134,9 +134,12 @@ def test_an_append_costs_the_same_at_any_count(store: WorkflowStore, run_id: str
 def test_append_node_message_respects_size_cap(make_store: MakeStore, run_id: str) -> None:
     small = make_store(max_json_bytes=64)
     small.append_node_message(run_id, "a", "x" * 40)
+    run_before, last_change = small.get_run(run_id), small.list_changes()[-1].seq
     with pytest.raises(ValidationError, match="max_json_bytes"):
         small.append_node_message(run_id, "a", "y" * 30)
     assert present(small.get_node_state(run_id, "a")).messages == ["x" * 40]
+    # Nothing written: not the run's heartbeat, not a change.
+    assert small.get_run(run_id) == run_before and small.list_changes(last_change) == []
 
 
 @pytest.mark.parametrize(

@@ -292,25 +292,66 @@ _ENTERS_RUNNING = f"({_NEW_NODE_STATUS} = 'running' AND ns.status <> 'running')"
 
 # Every node-state write selects its run: no row for an unknown run, a run of
 # another project (when scoped) or a CANCELLED run, whose node states are
-# final. On PostgreSQL it locks the run row first (FOR NO KEY UPDATE), so a
-# cancel_run in flight is waited for and then seen: no node enters RUNNING
-# under a cancelled run. (SQLite has one writer at a time.) Every write sets
-# the state's updated_at; the heartbeat trigger (schema 2) moves the run's.
-_NODE_RUN = f"""
-    FROM workflow_runs AS r
+# final. Every write sets the state's updated_at, moves its run's (the
+# heartbeat) and files the node's change for the feed: on SQLite by triggers;
+# on PostgreSQL (schema 11) in the statement itself, cheaper than trigger
+# calls. There the run row is locked first, so a cancel_run in flight is
+# waited for and then seen: no node enters RUNNING under a cancelled run
+# (SQLite has one writer at a time). The statement inserts a node state with
+# ``noted`` true and flips it on update, which tells the trigger kept for
+# other writers to leave the row alone.
+_NODE_RUN_WHERE = f"""
     WHERE r.id = :run_id AND r.status <> 'cancelled'
-      AND {BOUNDED_LOCK_WAIT}{FENCED_NODE_RUN}{{scope}}{{lock}}"""
+      AND {BOUNDED_LOCK_WAIT}{FENCED_NODE_RUN}{{scope}}"""
+_NODE_RUN = "\n    FROM workflow_runs AS r" + _NODE_RUN_WHERE
+_NOTED = {
+    "sqlite": {"noted_column": "", "noted_value": "", "noted_update": ""},
+    "postgresql": {
+        "noted_column": ", noted",
+        "noted_value": ", true",
+        "noted_update": "noted = NOT ns.noted,",
+    },
+}
+_NOTING_NODE_WRITE = """
+    WITH {run},
+    ns AS ({write}),{heartbeat}
+    change AS (
+        INSERT INTO workflow_changes (run_id, node_id, project_id, seq)
+        SELECT ns.run_id, ns.node_id, r.project_id, NULL FROM ns, r
+        ON CONFLICT (run_id, node_id) DO UPDATE SET seq = NULL WHERE workflow_changes.seq IS NOT NULL)
+    SELECT * FROM ns"""
+"""A PostgreSQL node write (``write``, selecting its run from ``r``) with its heartbeat and its change."""
+# A write that always writes once its run is found beats the run as it locks it (one row version);
+# one that may write nothing (an append that would not fit) locks the run, and beats it after.
+_BEATING_RUN = """r AS (
+    UPDATE workflow_runs AS r SET updated_at = GREATEST(r.updated_at, :now){selection}
+    RETURNING r.id, r.project_id)"""
+_LOCKED_RUN = "r AS (SELECT r.id, r.project_id{selection} FOR NO KEY UPDATE OF r)"
+_LATE_HEARTBEAT = """
+    heartbeat AS (
+        UPDATE workflow_runs AS beat SET updated_at = :now
+        FROM ns WHERE beat.id = ns.run_id AND beat.updated_at < :now),"""
 
 
-def _node_write(template: str, **dialect_parts: dict[str, str]) -> Scoped[DialectSQL]:
-    """``template`` with its run selection, scoped or not, for each dialect."""
+def _node_write(template: str, *, may_write_nothing: bool = False) -> Scoped[DialectSQL]:
+    """``template`` with its run selection, scoped or not, for each dialect.
+
+    ``may_write_nothing``: the write has a condition of its own, past finding its run.
+    """
 
     def text(dialect: str, scope: str) -> str:
-        lock = " FOR NO KEY UPDATE OF r" if dialect == "postgresql" else ""
-        parts = dialect_parts.get(dialect, {})
-        filled = template.format(run=_NODE_RUN.format(scope=scope, lock=lock), **parts)
-        table = "workflow_node_states" if dialect == "sqlite" else "ns"
-        return filled.replace("{node_columns}", _node_columns(dialect, table))
+        selection = _NODE_RUN.format(scope=scope)
+        where = _NODE_RUN_WHERE.format(scope=scope)
+        if dialect == "sqlite":
+            filled = template.format(run=selection, **_NOTED[dialect])
+            return filled.replace("{node_columns}", _node_columns(dialect, "workflow_node_states"))
+        write = template.format(run="\n    FROM r", **_NOTED[dialect])
+        if may_write_nothing:
+            run, heartbeat = _LOCKED_RUN.format(selection=selection), _LATE_HEARTBEAT
+        else:
+            run, heartbeat = _BEATING_RUN.format(selection=where), ""
+        filled = _NOTING_NODE_WRITE.format(run=run, write=write, heartbeat=heartbeat)
+        return filled.replace("{node_columns}", _node_columns(dialect, "ns"))
 
     return Scoped(
         *(
@@ -326,11 +367,12 @@ SET_NODE_STATE = _node_write(
     f"""
     INSERT INTO workflow_node_states AS ns
         (run_id, node_id, position, status, progress, messages_json, started_at, completed_at, error,
-         updated_at, messages_bytes)
+         updated_at, messages_bytes{{noted_column}})
     SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, :insert_status, :insert_progress,
            :insert_messages_json, :insert_started_at, :insert_completed_at, :error, :now,
-           :insert_messages_bytes{{run}}
+           :insert_messages_bytes{{noted_value}}{{run}}
     ON CONFLICT (run_id, node_id) DO UPDATE SET
+        {{noted_update}}
         updated_at = :now,
         status = {_NEW_NODE_STATUS},
         progress = COALESCE(:progress, ns.progress),
@@ -357,16 +399,18 @@ APPEND_NODE_MESSAGE = _node_write(
     f"""
     INSERT INTO workflow_node_states AS ns
         (run_id, node_id, position, status, messages_json, updated_at, appended, appended_message,
-         messages_bytes)
+         messages_bytes{{noted_column}})
     SELECT r.id, :node_id, {OUTSIDE_GRAPH_POSITION}, 'pending', '[]', :now, 1, :message,
-           2 + :added_bytes{{run}}
+           2 + :added_bytes{{noted_value}}{{run}}
     ON CONFLICT (run_id, node_id) DO UPDATE SET
+        {{noted_update}}
         appended = ns.appended + 1,
         appended_message = :message,
         messages_bytes = ns.messages_bytes + :added_bytes,
         updated_at = :now
     WHERE ns.messages_bytes + :added_bytes <= :max_bytes
-    RETURNING run_id, node_id, status, progress, :messages_json, started_at, completed_at, error"""
+    RETURNING run_id, node_id, status, progress, :messages_json, started_at, completed_at, error""",
+    may_write_nothing=True,
 )
 
 GET_NODE_STATE = _scoped_node_read(

@@ -1,0 +1,6 @@
+-- workflow_db schema 11 for SQLite: nothing changes. PostgreSQL's schema 11
+-- lets the store's node writes file their change and their run's heartbeat in
+-- their own statement instead of three triggers (PL/pgSQL calls, transition
+-- tables). SQLite's triggers are row-level statements run in-process, cheap
+-- next to its one writer's commit. The file keeps the two dialects' schema
+-- versions the same.
