@@ -244,15 +244,20 @@ def test_inside_a_transaction_every_read_is_on_the_primary(replicated: Replicate
         assert run.id in {change.run_id for change in changes}  # the feed reads the primary
 
 
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
 @pytest.mark.parametrize("store_kind", ["sync", "async"])
-def test_a_replica_stopped_and_restarted_under_load_costs_no_call(
-    replicated: Replicated, store_kind: str
+def test_a_replica_gone_and_back_under_load_costs_no_call(
+    replicated: Replicated, store_kind: str, outage: str
 ) -> None:
-    """4 threads (sync store) or 20 tasks (async store) write and read while the replica stops at once
-    and starts again: no call fails, and reads come back to the replica."""
+    """4 threads (sync store) or 20 tasks (async store) write and read while the replica goes away and
+    comes back: stopped at once (its connections break mid-read), or frozen (SIGSTOP: its connections
+    stay open and nothing answers, so a read waits for the replica's share of its time, then goes to
+    the primary). No call fails, and reads come back to the replica."""
     errors: list[BaseException] = []
     done = threading.Event()
     rounds = [0]
+    workers = 4 if store_kind == "sync" else 20
+    each = [0] * workers  # rounds per thread or task
     replicas = [replicated.replica.url]
 
     def sync_load() -> None:
@@ -260,30 +265,32 @@ def test_a_replica_stopped_and_restarted_under_load_costs_no_call(
             store = WorkflowStore(db)
             graph = make_graph(store, "load")
 
-            def worker(_: int) -> None:
+            def worker(index: int) -> None:
                 while not done.is_set() and not errors:
                     run = store.create_run(graph.id)
                     assert present(store.get_run(run.id)).id == run.id
                     store.set_node_state(run.id, "a", progress=1.0)
                     assert [s.progress for s in store.list_node_states(run.id)] == [1.0, 0.0, 0.0]
                     rounds[0] += 1
+                    each[index] += 1
 
-            errors.extend(run_threads(4, worker))
+            errors.extend(run_threads(workers, worker))
 
     async def async_load() -> None:
         async with connect_async(replicated.primary.url, replica_urls=replicas, max_size=8) as db:
             store = AsyncWorkflowStore(db)
             graph = await _graph(store, "async-load")
 
-            async def worker() -> None:
+            async def worker(index: int) -> None:
                 while not done.is_set():
                     run = await store.create_run(graph.id)
                     assert present(await store.get_run(run.id)).id == run.id
                     await store.set_node_state(run.id, "a", progress=1.0)
                     assert [s.progress for s in await store.list_node_states(run.id)] == [1.0, 0.0]
                     rounds[0] += 1
+                    each[index] += 1
 
-            await asyncio.gather(*(worker() for _ in range(20)))
+            await asyncio.gather(*(worker(index) for index in range(workers)))
 
     def load() -> None:
         try:
@@ -302,22 +309,31 @@ def test_a_replica_stopped_and_restarted_under_load_costs_no_call(
             time.sleep(0.05)  # polling the replica's statistics, not waiting out a race
 
     def rounds_pass(count: int) -> None:
-        target = rounds[0] + count
+        """``count`` rounds in all, and 5 by every thread or task: none of them is stuck on a read."""
+        target, targets = rounds[0] + count, [done + 5 for done in each]
         deadline = time.monotonic() + 60
-        while rounds[0] < target:
+        while rounds[0] < target or any(done < wanted for done, wanted in zip(each, targets, strict=True)):
             assert time.monotonic() < deadline and not errors, errors
-            time.sleep(0.01)
+            time.sleep(0.01)  # polling the counters, not waiting out a race
 
     loader = threading.Thread(target=load)
     loader.start()
     try:
         replica_serves()
-        replicated.replica.stop()  # immediate: its connections break mid-read
+        if outage == "stopped":
+            replicated.replica.stop()  # immediate: its connections break mid-read
+        else:
+            replicated.replica.freeze()
         rounds_pass(200)  # reads go to the primary meanwhile
-        replicated.replica.resume()
+        if outage == "stopped":
+            replicated.replica.resume()
+        else:
+            replicated.replica.thaw()
         replica_serves()  # and come back to the replica
         rounds_pass(50)
     finally:
+        if outage == "frozen":
+            replicated.replica.thaw()
         done.set()
         loader.join()
         if not (replicated.replica.directory / "data" / "postmaster.pid").exists():

@@ -643,7 +643,9 @@ class PostgresDatabase(PostgresDialect, Database):
         deadline = time.monotonic() + self.timeout
         target = self._written
         for replica in self.replicas.candidates():
-            served = self._read_on(replica, sql, params, fetch, target=target, deadline=deadline)
+            served = self._read_on(
+                replica, sql, params, fetch, target=target, deadline=self.replicas.answer_by(deadline)
+            )
             if served is not None:
                 return served[0]
         return self._read(sql, params, fetch, deadline)

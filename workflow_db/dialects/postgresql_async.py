@@ -273,7 +273,9 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         deadline = time.monotonic() + self.timeout
         target = self._task_written().position
         for replica in self.replicas.candidates():
-            served = await self._read_on(replica, sql, params, fetch, target=target, deadline=deadline)
+            served = await self._read_on(
+                replica, sql, params, fetch, target=target, deadline=self.replicas.answer_by(deadline)
+            )
             if served is not None:
                 return served[0]
         return await self._read(sql, params, fetch, deadline)

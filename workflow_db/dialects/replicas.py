@@ -39,6 +39,11 @@ RECONNECT_TIMEOUT = 0.001
 """A replica pool's ``reconnect_timeout``: it gives up on a failed connection at once, and makes a new
 one when a read asks for it (the pool's own retries, spaced up to minutes apart, would keep a replica
 that is back unused); :data:`RETRY_SECONDS` space the reads that try it."""
+ANSWER_SECONDS = 2.0
+"""How long a read waits for a replica's answer, past the replica wait; never more than half the
+call's time left. A replica that gives none by then (frozen: a stopped process, a paused VM, packets
+silently dropped, where the connection stays open) is skipped like a failed one, and the read goes to
+the primary with the rest of its time."""
 POLL_SECONDS = (0.0005, 0.005)
 """While waiting for a replica to replay a commit: the first and the longest pause between looks."""
 
@@ -104,6 +109,11 @@ class ReplicaSet:
         first = next(self._turns)
         ordered = self.replicas[first:] + self.replicas[:first]
         return [replica for replica in ordered if replica.skipped_until <= now]
+
+    def answer_by(self, deadline: float) -> float:
+        """When a read with the call's ``deadline`` stops waiting for a replica (see ANSWER_SECONDS)."""
+        now = time.monotonic()
+        return now + min(self.wait + ANSWER_SECONDS, max(0.0, deadline - now) / 2)
 
     def must_check(self, replica: Replica, target: int) -> bool:
         """Whether a read for ``target`` must look at ``replica``'s replay position first: the replay
