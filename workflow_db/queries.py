@@ -242,17 +242,11 @@ NODE_MESSAGES = DialectSQL(
             SELECT message FROM (
                 SELECT message FROM workflow_node_messages AS nm
                 WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id ORDER BY nm.seq))) END""",
-    # COALESCE: a write's RETURNING reads the message rows in the snapshot its statement started
-    # with; an append that committed while the write waited for the row lock has a row it cannot
-    # see yet (the node state's new version counts it): no rows at all would be NULL.
-    postgresql="""CASE WHEN {ns}.appended = 0 THEN {ns}.messages_json ELSE (
-        SELECT COALESCE(json_agg(x.m ORDER BY x.part, x.k), '[]'::json) FROM (
-            SELECT e.value AS m, 0 AS part, e.ordinality AS k
-            FROM json_array_elements_text({ns}.messages_json) WITH ORDINALITY AS e
-            UNION ALL
-            SELECT nm.message, 1, nm.seq FROM workflow_node_messages AS nm
-            WHERE nm.run_id = {ns}.run_id AND nm.node_id = {ns}.node_id
-              AND nm.seq BETWEEN 1 AND {ns}.appended) AS x) END""",
+    # A function (schema 11), not a subquery: PostgreSQL initialises a statement's subqueries (their
+    # tables and indexes opened) before it runs, whether or not a row needs them; a function call
+    # costs only where a node has appended messages.
+    postgresql="""CASE WHEN {ns}.appended = 0 THEN {ns}.messages_json::json ELSE
+        workflow_node_messages_listed({ns}.run_id, {ns}.node_id, {ns}.messages_json, {ns}.appended) END""",
 )
 
 

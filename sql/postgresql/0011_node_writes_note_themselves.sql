@@ -78,6 +78,27 @@ BEGIN
 END
 $$;
 
+-- A node's messages read whole (the list set_node_state wrote, then the ones appended since),
+-- for the statements that return node states: called where a node has appended messages,
+-- instead of a subquery that every such statement initialised (its table and index opened)
+-- whether a row needed it or not. STABLE: it reads in the calling statement's snapshot, and
+-- COALESCE because a write's RETURNING may not see an append that committed while the write
+-- waited for the row lock (the node state's new version counts it).
+CREATE FUNCTION workflow_node_messages_listed(run_id text, node_id text, listed json, appended integer)
+RETURNS json LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT COALESCE(json_agg(x.m ORDER BY x.part, x.k), '[]'::json) FROM (
+            SELECT e.value AS m, 0 AS part, e.ordinality AS k
+            FROM json_array_elements_text(listed) WITH ORDINALITY AS e
+            UNION ALL
+            SELECT nm.message, 1, nm.seq FROM workflow_node_messages AS nm
+            WHERE nm.run_id = workflow_node_messages_listed.run_id
+              AND nm.node_id = workflow_node_messages_listed.node_id
+              AND nm.seq BETWEEN 1 AND workflow_node_messages_listed.appended) AS x);
+END
+$$;
+
 -- The checks, as domains.
 CREATE DOMAIN workflow_run_status AS text;
 CREATE DOMAIN workflow_node_status AS text;
