@@ -113,6 +113,10 @@ class Scenario:
     get_run: list[float] = field(default_factory=list)
     summary: list[float] = field(default_factory=list)
     delivery: list[float] = field(default_factory=list)
+    completed: set[str] = field(default_factory=set)
+    """The runs a client has seen completed (on any replica's event stream)."""
+    all_completed: asyncio.Event = field(default_factory=asyncio.Event)
+    runs: int = 0
     writes: str = "-"
     kill_to_resume: str = "-"
     waits: str = "-"
@@ -135,6 +139,10 @@ async def follow(client: httpx.AsyncClient, replica: Replica, scenario: Scenario
                 run = json.loads(line[6:])
                 sent = datetime.fromisoformat(run["updated_at"]).timestamp()
                 scenario.delivery.append(max(0.0, time.time() - sent) * 1000)
+                if run["status"] == "completed":
+                    scenario.completed.add(run["id"])
+                    if len(scenario.completed) == scenario.runs:
+                        scenario.all_completed.set()
 
 
 async def read(client: httpx.AsyncClient, replicas: list[Replica], run_ids: list[str], out: Scenario) -> None:
@@ -197,6 +205,7 @@ async def drive(client: httpx.AsyncClient, replicas: list[Replica], scenario: Sc
     graph_body = {"name": "retrieval", "nodes": [{"id": n} for n in NODES]}
     graph = (await client.post(f"{replicas[0].base}/projects/bench/graphs", json=graph_body)).json()
     run_ids: list[str] = []
+    scenario.runs = runs
     background = [asyncio.create_task(follow(client, r, scenario)) for r in replicas]
     background += [
         asyncio.create_task(read(client, replicas, run_ids, scenario)) for _ in range(scenario.readers)
@@ -212,11 +221,13 @@ async def drive(client: httpx.AsyncClient, replicas: list[Replica], scenario: Sc
     if scenario.kill:
         await asyncio.sleep(0.5)  # every run under way
         scenario.kill_to_resume = await kill_one(client, replicas, runs)
-    while len(await runs_in(client, replicas[-1], "completed", runs)) < runs:
-        if time.monotonic() - started > 600:
-            raise SystemExit(f"{scenario.name}: the runs did not complete within 600 s")
-        await asyncio.sleep(0.05)
+    try:  # a client learns that a run completed from the event stream, as a user's would
+        await asyncio.wait_for(scenario.all_completed.wait(), 600)
+    except TimeoutError:
+        raise SystemExit(f"{scenario.name}: the runs did not complete within 600 s") from None
     scenario.runs_per_second = runs / (time.monotonic() - started)
+    if len(await runs_in(client, replicas[-1], "completed", runs)) < runs:
+        raise SystemExit(f"{scenario.name}: the events said every run completed, the database does not")
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)

@@ -7,12 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from workflow_db import Database, WorkflowGraph, WorkflowStore
+from workflow_db import Database, WorkflowGraph, WorkflowRun, WorkflowStore
 
 T = TypeVar("T")
 
@@ -103,6 +104,12 @@ def another_connection_holding(db_url: str, run_id: str) -> Iterator[None]:
     finally:
         holder.rollback()
         holder.close()
+
+
+def wait_past(run: WorkflowRun) -> None:
+    """Sleep until just after the run's lease expires (bounded by the lease itself)."""
+    left = (present(run.lease_expires_at) - datetime.now(UTC)).total_seconds()
+    time.sleep(max(0.0, left) + 0.05)
 
 
 def orphan(store: WorkflowStore, *run_ids: str, seconds_ago: float = 3600) -> None:

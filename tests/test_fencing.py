@@ -17,9 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from factories import make_graph, orphan, present, start_together
+from factories import make_graph, orphan, present, start_together, wait_past
 
-from workflow_db import ConflictError, ValidationError, WorkflowRun, WorkflowStore, connect
+from workflow_db import ConflictError, ValidationError, WorkflowStore, connect
 
 FencedWrite = Callable[[WorkflowStore, str, int], object]
 
@@ -34,12 +34,6 @@ FENCED_WRITES: dict[str, FencedWrite] = {
 @pytest.fixture
 def run_id(store: WorkflowStore) -> str:
     return store.create_run(make_graph(store, "p", "a", "b").id, status="running").id
-
-
-def wait_past(run: WorkflowRun) -> None:
-    """Sleep until just after the run's lease expires (bounded by the lease itself)."""
-    left = (present(run.lease_expires_at) - datetime.now(UTC)).total_seconds()
-    time.sleep(max(0.0, left) + 0.05)
 
 
 def snapshot(store: WorkflowStore, run_id: str) -> tuple[object, ...]:

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from factories import empty_database, make_graph, orphan, present, start_together
+from factories import empty_database, make_graph, orphan, present, start_together, wait_past
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -66,6 +66,56 @@ def test_unknown_runs_and_other_projects_are_absent(store: WorkflowStore, run_id
     orphan(store, run_id)
     assert store.claim_orphaned_runs("w", project_id="q") == []
     assert [r.id for r in store.claim_orphaned_runs("w", project_id="p")] == [run_id]
+
+
+def test_renew_runs_renews_what_the_owner_holds_and_leaves_out_the_rest(
+    store: WorkflowStore, run_id: str
+) -> None:
+    graph_id = present(store.get_run(run_id)).workflow_id
+    paused, taken, finished, other = (store.create_run(graph_id, status="running").id for _ in range(4))
+    held = {r: present(store.claim_run(r, "w1", lease_seconds=60)) for r in (run_id, paused, finished)}
+    store.pause_run(paused)
+    store.update_run_status(finished, "completed")
+    wait_past(present(store.claim_run(taken, "w1", lease_seconds=0.2)))
+    theirs = present(store.claim_run(taken, "w2", lease_seconds=60))  # taken over after the lease ran out
+    store.claim_run(other, "w2", lease_seconds=60)
+
+    asked = [finished, taken, paused, "no-such-run", other, run_id]
+    renewed = store.renew_runs(asked, "w1", lease_seconds=300)
+    assert [r.id for r in renewed] == [paused, run_id]  # the order asked; the rest left out
+    for run in renewed:
+        assert run.owner == "w1" and run.lease_token == held[run.id].lease_token  # the token kept
+        assert present(run.lease_expires_at) > datetime.now(UTC) + timedelta(seconds=250)
+    assert renewed[0].status is WorkflowRunStatus.PAUSED  # what tells its executor to stop
+    after = present(store.get_run(taken))
+    assert (after.owner, after.lease_token, after.lease_expires_at) == (
+        "w2",
+        theirs.lease_token,
+        theirs.lease_expires_at,
+    )
+    assert present(store.get_run(finished)).owner is None
+    assert store.renew_runs([run_id], "w1", project_id="elsewhere") == []
+    assert store.renew_runs([], "w1") == []
+    assert [r.id for r in store.renew_runs((run_id,), "w1", project_id="p")] == [run_id]
+
+
+@pytest.mark.parametrize(
+    ("run_ids", "message"),
+    [
+        ("run-1", "run_ids: expected a collection of run ids, got str"),
+        (None, "run_ids: expected a collection of run ids, got NoneType"),
+        (["run-1", 7], "run_ids: expected a string id, got int"),
+        (["run-1"] * 10_001, "run_ids: 10001 ids; one call renews at most 10000"),
+    ],
+)
+def test_renew_runs_refuses_bad_ids_and_writes_nothing(
+    store: WorkflowStore, run_id: str, run_ids: object, message: str
+) -> None:
+    before = present(store.claim_run(run_id, "w1", lease_seconds=60))
+    with pytest.raises(ValidationError) as refused:
+        store.renew_runs([run_id, *run_ids] if isinstance(run_ids, list) else run_ids, "w1")  # type: ignore[arg-type]
+    assert str(refused.value) == message.replace("10001", "10002")
+    assert present(store.get_run(run_id)).lease_expires_at == before.lease_expires_at
 
 
 @pytest.mark.parametrize(
@@ -249,6 +299,13 @@ def make_lease_machine(store: WorkflowStore) -> type[RuleBasedStateMachine]:
             else:
                 with pytest.raises(ConflictError, match="is not held by"):
                     store.release_run(run_id, owner)
+
+        @rule(owner=st.sampled_from(OWNERS))
+        def renew_all(self, owner: str) -> None:
+            expected = [r for r in RUNS if self.owner[r] == owner and r not in self.finished]
+            renewed = store.renew_runs([*RUNS, "unknown"], owner, lease_seconds=LIVE)
+            assert [r.id for r in renewed] == expected and {r.owner for r in renewed} <= {owner}
+            self.expired -= set(expected)
 
         @rule(owner=st.sampled_from(OWNERS))
         def claim_orphans(self, owner: str) -> None:

@@ -8,8 +8,9 @@ lifecycle parameters, and the text of each shape of listing statement.
 from __future__ import annotations
 
 import functools
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -179,6 +180,23 @@ def lease_params(
         "lease_seconds": float(lease_seconds),
         "now": db.encode_time(utc_now()),
     }
+
+
+MAX_RENEWED_RUNS = 10_000
+"""The most runs one ``renew_runs`` call takes."""
+
+
+def renewal_params(
+    db: Dialect, run_ids: object, owner: str, lease_seconds: float, project_id: str | None
+) -> dict[str, Any]:
+    """``renew_runs``' parameters: the lease's, and the ids as one JSON array (checked, at most
+    MAX_RENEWED_RUNS)."""
+    if isinstance(run_ids, str | bytes) or not isinstance(run_ids, Collection):
+        raise ValidationError(f"run_ids: expected a collection of run ids, got {type(run_ids).__name__}")
+    if len(run_ids) > MAX_RENEWED_RUNS:
+        raise ValidationError(f"run_ids: {len(run_ids)} ids; one call renews at most {MAX_RENEWED_RUNS}")
+    ids = [check_key("run_ids", run_id) for run_id in run_ids]
+    return lease_params(db, "", owner, lease_seconds, project_id) | {"ids": db.encode_json(json.dumps(ids))}
 
 
 def lifecycle_params(

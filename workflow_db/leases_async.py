@@ -2,9 +2,10 @@
 
 Mixed into both stores. A process claims a run
 (``claim_run``) or picks up runs nobody holds (``claim_orphaned_runs``, e.g.
-at start, after another replica died), renews its lease by claiming again
-while it works, and releases the run when it stops; a run that reaches a
-terminal status is released by that change. Every comparison uses the
+at start, after another replica died), renews its leases while it works (by
+claiming again, or all of them in one ``renew_runs``), and releases the run
+when it stops; a run that reaches a terminal status is released by that
+change. Every comparison uses the
 database's clock, never the caller's.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from . import queries as q
-from .calls import lease_params
+from .calls import lease_params, renewal_params
 from .dialects import AsyncDatabase
 from .dialects.base import fetch_all, fetch_one
 from .errors import ConflictError, ValidationError
@@ -29,7 +30,7 @@ from .rows import run_from_row, runs_from_rows
 
 
 class AsyncRunLeases:
-    """claim_run, claim_orphaned_runs and release_run (see the module's docstring)."""
+    """claim_run, claim_orphaned_runs, renew_runs and release_run (see the module's docstring)."""
 
     db: AsyncDatabase
 
@@ -80,6 +81,33 @@ class AsyncRunLeases:
         params["limit"] = check_count("limit", limit)
         sql = q.claim_orphaned_runs(tuple(sorted(s.value for s in statuses)), project_id is not None)
         return runs_from_rows(await self.db.write(sql, params, fetch_all))
+
+    async def renew_runs(
+        self,
+        run_ids: Collection[str],
+        owner: str,
+        *,
+        lease_seconds: float = 60.0,
+        project_id: str | None = None,
+    ) -> list[WorkflowRun]:
+        """Renew, in one statement, the leases ``owner`` holds on ``run_ids`` (at most 10,000):
+        each until ``lease_seconds`` from now, its ``lease_token`` kept.
+
+        Returns the runs renewed, as they are now, in the order of ``run_ids``
+        (a PAUSED one tells its executor to stop). A run left out is no longer
+        held by ``owner`` (taken over after its lease expired, released,
+        finished), unknown, or of another project than ``project_id``: a
+        process holding many runs renews them all every few seconds with one
+        call instead of a ``claim_run`` each.
+        """
+        params = renewal_params(self.db, run_ids, owner, lease_seconds, project_id)
+        if not run_ids:
+            return []
+        renewed = {
+            run.id: run
+            for run in runs_from_rows(await self.db.write(q.RENEW_RUNS.pick(project_id), params, fetch_all))
+        }
+        return [renewed.pop(run_id) for run_id in run_ids if run_id in renewed]
 
     async def release_run(
         self, run_id: str, owner: str, *, project_id: str | None = None

@@ -503,6 +503,35 @@ CLAIM_RUN = Scoped.of(
     IN_PROJECT,
 )
 
+# The holder's renewal of many leases at once (each token kept). PostgreSQL locks the rows in
+# id order, so two callers renewing overlapping sets never deadlock; a run taken over while
+# its row lock was awaited is re-checked and left out.
+_RENEW_RUNS = f"""
+    UPDATE workflow_runs SET
+        lease_expires_at = wf_seconds_from_now(:lease_seconds),
+        updated_at = wf_strictly_after(updated_at, :now)
+    WHERE id IN ({{held}})
+      AND owner = :owner AND status NOT IN {TERMINAL_RUN_SQL} AND {BOUNDED_LOCK_WAIT}{{scope}}
+    RETURNING {RUN_COLUMNS}"""
+_HELD_RUNS = DialectSQL(
+    sqlite="SELECT value FROM json_each(:ids)",
+    postgresql="""
+        SELECT id FROM workflow_runs
+        WHERE id IN (SELECT json_array_elements_text(:ids)) AND owner = :owner{scope}
+        ORDER BY id FOR NO KEY UPDATE""",
+)
+RENEW_RUNS = Scoped(
+    *(
+        DialectSQL(
+            *(
+                _RENEW_RUNS.format(held=getattr(_HELD_RUNS, dialect).format(scope=scope), scope=scope)
+                for dialect in ("sqlite", "postgresql")
+            )
+        )
+        for scope in ("", IN_PROJECT)
+    )
+)
+
 RELEASE_RUN = Scoped.of(
     f"""
     UPDATE workflow_runs SET
