@@ -109,6 +109,8 @@ class Scenario:
     replicas: int
     kill: bool = False
     readers: int = 4
+    pool: int = 8
+    """Each replica's pool: its executors write through all but two of its connections."""
     runs_per_second: float = 0.0
     get_run: list[float] = field(default_factory=list)
     summary: list[float] = field(default_factory=list)
@@ -237,7 +239,7 @@ async def measure(scenario: Scenario, runs: int) -> None:
     """Start the scenario's replicas (on a fresh database), drive them, stop them."""
     if scenario.url.startswith("postgres"):
         fresh_database(scenario.url)
-    replicas = [Replica(scenario.url, pool=8) for _ in range(scenario.replicas)]
+    replicas = [Replica(scenario.url, pool=scenario.pool) for _ in range(scenario.replicas)]
     sampler = WaitSampler(scenario.url) if scenario.url.startswith("postgres") else None
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -262,22 +264,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--lease", type=float, default=6.0, help="the replicas' lease in seconds (default 6)")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=8,
+        help="each replica's pool (default 8); its executors write through all but two connections",
+    )
     args = parser.parse_args(argv)
     if not args.url.startswith("postgres"):
         parser.error("--url: a postgresql:// URL")
     SETTINGS["SERVICE_LEASE_SECONDS"] = f"{args.lease:g}"
     scenarios = [
-        Scenario("in memory (dicts), 1 replica", "memory:", 1, readers=args.readers),
-        Scenario("PostgreSQL, 1 replica", args.url, 1, readers=args.readers),
-        Scenario("PostgreSQL, 3 replicas, one SIGKILLed", args.url, 3, kill=True, readers=args.readers),
+        Scenario("in memory (dicts), 1 replica", "memory:", 1, readers=args.readers, pool=args.pool),
+        Scenario("PostgreSQL, 1 replica", args.url, 1, readers=args.readers, pool=args.pool),
+        Scenario(
+            "PostgreSQL, 3 replicas, one SIGKILLed",
+            args.url,
+            3,
+            kill=True,
+            readers=args.readers,
+            pool=args.pool,
+        ),
     ]
     for scenario in scenarios:
         print(f"measuring: {scenario.name}", file=sys.stderr)
         asyncio.run(measure(scenario, args.runs))
     print(
         f"The example service under load: {args.runs} runs of 6 nodes x {SETTINGS['SERVICE_STEPS']} steps of "
-        f"{SETTINGS['SERVICE_STEP_SECONDS']} s, {args.readers} readers; {platform.node()}, "
-        f"{os.cpu_count()} cores\n"
+        f"{SETTINGS['SERVICE_STEP_SECONDS']} s, {args.readers} readers, pools of {args.pool}; "
+        f"{platform.node()}, {os.cpu_count()} cores\n"
     )
     print(
         "| scenario | runs/s | GET run p50 / p99 ms | summary p50 / p99 ms | node write p50 / p99 ms "

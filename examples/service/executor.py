@@ -3,9 +3,10 @@
 A run is executed by the replica that claimed it, under that claim's fencing
 token: every write of the run passes ``lease_token=``, so a replica that lost
 its lease (a long pause, a slow minute) writes nothing more once another has
-taken the run over. While it works the replica renews the lease every third
-of its length; it stops cleanly when the run is cancelled (the cancel ended
-the token), paused (the renewal's answer says so), or its lease is lost.
+taken the run over. Every third of the lease the replica renews the leases
+of all the runs it executes with one ``renew_runs`` call; an executor stops
+cleanly when its run is cancelled (the cancel ended the token), paused (the
+renewal's answer says so), or its lease is lost.
 Every replica looks for orphans (runs whose holder died, and PENDING runs
 nobody started) every half lease.
 """
@@ -55,16 +56,21 @@ class Replica:
     API's requests (GET a run, its summary, the event streams) never queue behind them."""
     write_seconds: list[float] = field(default_factory=list)
     """How long each node write of this replica's executors took (for ``GET /stats``)."""
-    _hunter: asyncio.Task[None] | None = None
+    _paused: dict[str, asyncio.Event] = field(default_factory=dict)
+    """Per run executing here: set when a renewal finds it PAUSED."""
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
     _slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
-        """Begin hunting orphans (call from the app's lifespan)."""
-        self._hunter = asyncio.create_task(self._hunt_orphans(), name="orphan-hunter")
+        """Begin hunting orphans and renewing leases (call from the app's lifespan)."""
+        self._background = [
+            asyncio.create_task(self._hunt_orphans(), name="orphan-hunter"),
+            asyncio.create_task(self._renew_leases(), name="lease-renewer"),
+        ]
 
     async def stop(self) -> None:
         """Stop hunting and executing; the runs held stay claimed until their leases expire."""
-        tasks = [*self.running.values(), *([self._hunter] if self._hunter else [])]
+        tasks = [*self.running.values(), *self._background]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,8 +117,7 @@ class Replica:
 
     async def _run(self, run: WorkflowRun) -> None:
         token = run.lease_token
-        paused = asyncio.Event()  # the renewer found the run PAUSED
-        renewer = asyncio.create_task(self._renew(run.id, paused))
+        paused = self._paused[run.id] = asyncio.Event()
         try:
             if run.status is WorkflowRunStatus.PENDING:
                 await self.store.update_run_status(
@@ -131,9 +136,7 @@ class Replica:
         except ConflictError as exc:  # the lease is lost: taken over, or the run cancelled
             logger.info("%s stops run %s: %s", self.owner, run.id, exc)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            del self._paused[run.id]
 
     async def _run_node(self, run_id: str, node_id: str, token: int | None, paused: asyncio.Event) -> bool:
         """Run one node: RUNNING, its progress after each step, then COMPLETED with its message.
@@ -170,17 +173,23 @@ class Replica:
             await write
         self.write_seconds.append(time.perf_counter() - started)
 
-    async def _renew(self, run_id: str, paused: asyncio.Event) -> None:
-        """Claim again every third of the lease (a renewal: same token) until cancelled; the run
-        it returns tells whether it was paused meanwhile."""
+    async def _renew_leases(self) -> None:
+        """Every third of the lease, renew the leases of every run executing here in one call.
+
+        A run it finds PAUSED is told to stop; one left out (taken over, cancelled) stops at its
+        next fenced write, which says which.
+        """
         while True:
             await asyncio.sleep(self.timing.lease_seconds / 3)
+            if not self._paused:
+                continue
             try:
-                renewed = await self.store.claim_run(
-                    run_id, self.owner, lease_seconds=self.timing.lease_seconds
+                renewed = await self.store.renew_runs(
+                    list(self._paused), self.owner, lease_seconds=self.timing.lease_seconds
                 )
-            except ConflictError:
-                return  # taken over, or finished: the next fenced write says which
-            if renewed is None or renewed.status is WorkflowRunStatus.PAUSED:
-                paused.set()
-                return
+            except Exception:  # the database is away: try again next time, within the lease
+                logger.exception("renewing leases")
+                continue
+            for run in renewed:
+                if run.status is WorkflowRunStatus.PAUSED and run.id in self._paused:
+                    self._paused[run.id].set()

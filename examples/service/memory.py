@@ -187,6 +187,11 @@ class MemoryStore:
     ) -> list[WorkflowRun]:
         return []  # one process: nobody else's runs to resume
 
+    async def renew_runs(self, run_ids: list[str], owner: str, *, lease_seconds: float) -> list[WorkflowRun]:
+        until = _now() + timedelta(seconds=lease_seconds)
+        held = [self._runs[r] for r in run_ids if r in self._runs and self._runs[r].owner == owner]
+        return [await self._change(run, lease_expires_at=until) for run in held if run.status not in FINISHED]
+
     async def release_run(self, run_id: str, owner: str) -> WorkflowRun | None:
         run = self._runs[run_id]
         return await self._change(run, owner=None, lease_expires_at=None, lease_token=None)
