@@ -55,14 +55,15 @@ def _free_port() -> int:
 class Replica:
     """One uvicorn process of the example service."""
 
-    def __init__(self, url: str, pool: int) -> None:
+    def __init__(self, url: str, write_slots: int) -> None:
         self.port = _free_port()
         env = {
             **os.environ,
             **SETTINGS,
             "WORKFLOW_DB_URL": url,
             "WORKFLOW_DB_LISTEN_URL": url if url.startswith("postgres") else "",
-            "SERVICE_POOL_SIZE": str(pool),
+            "SERVICE_POOL_SIZE": "8",
+            "SERVICE_WRITE_SLOTS": str(write_slots),
             "PYTHONPATH": str(ROOT),
         }
         self.process = subprocess.Popen(
@@ -109,8 +110,8 @@ class Scenario:
     replicas: int
     kill: bool = False
     readers: int = 4
-    pool: int = 8
-    """Each replica's pool: its executors write through all but two of its connections."""
+    write_slots: int = 6
+    """Node writes each replica's executors make at once (its pool has 8 connections)."""
     runs_per_second: float = 0.0
     get_run: list[float] = field(default_factory=list)
     summary: list[float] = field(default_factory=list)
@@ -239,7 +240,7 @@ async def measure(scenario: Scenario, runs: int) -> None:
     """Start the scenario's replicas (on a fresh database), drive them, stop them."""
     if scenario.url.startswith("postgres"):
         fresh_database(scenario.url)
-    replicas = [Replica(scenario.url, pool=scenario.pool) for _ in range(scenario.replicas)]
+    replicas = [Replica(scenario.url, write_slots=scenario.write_slots) for _ in range(scenario.replicas)]
     sampler = WaitSampler(scenario.url) if scenario.url.startswith("postgres") else None
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -265,25 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--lease", type=float, default=6.0, help="the replicas' lease in seconds (default 6)")
     parser.add_argument(
-        "--pool",
+        "--write-slots",
         type=int,
-        default=8,
-        help="each replica's pool (default 8); its executors write through all but two connections",
+        default=6,
+        help="node writes each replica's executors make at once (default 6; pools of 8 connections)",
     )
     args = parser.parse_args(argv)
     if not args.url.startswith("postgres"):
         parser.error("--url: a postgresql:// URL")
     SETTINGS["SERVICE_LEASE_SECONDS"] = f"{args.lease:g}"
     scenarios = [
-        Scenario("in memory (dicts), 1 replica", "memory:", 1, readers=args.readers, pool=args.pool),
-        Scenario("PostgreSQL, 1 replica", args.url, 1, readers=args.readers, pool=args.pool),
+        Scenario(
+            "in memory (dicts), 1 replica", "memory:", 1, readers=args.readers, write_slots=args.write_slots
+        ),
+        Scenario("PostgreSQL, 1 replica", args.url, 1, readers=args.readers, write_slots=args.write_slots),
         Scenario(
             "PostgreSQL, 3 replicas, one SIGKILLed",
             args.url,
             3,
             kill=True,
             readers=args.readers,
-            pool=args.pool,
+            write_slots=args.write_slots,
         ),
     ]
     for scenario in scenarios:
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(measure(scenario, args.runs))
     print(
         f"The example service under load: {args.runs} runs of 6 nodes x {SETTINGS['SERVICE_STEPS']} steps of "
-        f"{SETTINGS['SERVICE_STEP_SECONDS']} s, {args.readers} readers, pools of {args.pool}; "
+        f"{SETTINGS['SERVICE_STEP_SECONDS']} s, {args.readers} readers, {args.write_slots} write slots; "
         f"{platform.node()}, {os.cpu_count()} cores\n"
     )
     print(

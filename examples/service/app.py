@@ -9,9 +9,11 @@ that claims them (:mod:`examples.service.executor`); ``GET
 /projects/{p}/events`` streams the project's changes as Server-Sent Events,
 resumable with ``Last-Event-ID``. Settings come from the environment:
 ``WORKFLOW_DB_URL``, ``WORKFLOW_DB_LISTEN_URL`` (PostgreSQL: a direct URL for
-LISTEN, when ``WORKFLOW_DB_URL`` goes through PgBouncer), ``SERVICE_POOL_SIZE``
-and the executor's ``SERVICE_LEASE_SECONDS``, ``SERVICE_STEP_SECONDS``,
-``SERVICE_STEPS``.
+LISTEN, when ``WORKFLOW_DB_URL`` goes through PgBouncer), ``SERVICE_POOL_SIZE``,
+``SERVICE_WRITE_SLOTS`` (the executors' node writes in flight at once; by
+default the pool's size less two; fewer favour the API's latency over the
+runs' throughput) and the executor's ``SERVICE_LEASE_SECONDS``,
+``SERVICE_STEP_SECONDS``, ``SERVICE_STEPS``.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             listen_url=os.environ.get("WORKFLOW_DB_LISTEN_URL") or None,
         )
         store = AsyncWorkflowStore(db)
-    replica = Replica(store, write_slots=max(1, pool_size - 2))
+    write_slots = int(os.environ.get("SERVICE_WRITE_SLOTS", "0")) or max(1, pool_size - 2)
+    replica = Replica(store, write_slots=write_slots)
     app.state.store, app.state.replica = store, replica
     replica.start()
     try:
