@@ -257,13 +257,19 @@ async def healthz(request: Request) -> dict[str, Any]:
 
 @app.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """This replica's node writes so far: how many, and their p50 / p99 in ms."""
+    """This replica's node writes so far (how many, their p50 / p99 in ms), and when each run
+    status its executors wrote had committed (``"run_id:status"``: seconds since the epoch)."""
     replica: Replica = request.app.state.replica
     times = sorted(replica.write_seconds)
     if not times:
-        return {"node_writes": 0}
+        return {"node_writes": 0, "status_written": replica.status_written}
 
     def at(share: float) -> float:
         return round(times[min(len(times) - 1, int(len(times) * share))] * 1000, 2)
 
-    return {"node_writes": len(times), "p50_ms": at(0.5), "p99_ms": at(0.99)}
+    return {
+        "node_writes": len(times),
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "status_written": replica.status_written,
+    }

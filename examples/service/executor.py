@@ -56,6 +56,9 @@ class Replica:
     API's requests (GET a run, its summary, the event streams) never queue behind them."""
     write_seconds: list[float] = field(default_factory=list)
     """How long each node write of this replica's executors took (for ``GET /stats``)."""
+    status_written: dict[str, float] = field(default_factory=dict)
+    """When each run status this replica's executors wrote had committed (``time.time()`` as the
+    call returned), by ``"run_id:status"`` (for ``GET /stats``: where a change's delivery starts)."""
     _paused: dict[str, asyncio.Event] = field(default_factory=dict)
     """Per run executing here: set when a renewal finds it PAUSED."""
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -120,9 +123,7 @@ class Replica:
         paused = self._paused[run.id] = asyncio.Event()
         try:
             if run.status is WorkflowRunStatus.PENDING:
-                await self.store.update_run_status(
-                    run.id, WorkflowRunStatus.RUNNING, last_message="Run started.", lease_token=token
-                )
+                await self._set_status(run.id, WorkflowRunStatus.RUNNING, "Run started.", token)
             for state in await self.store.list_node_states(run.id):
                 if state.status is WorkflowNodeStatus.COMPLETED:
                     continue  # done before a restart: resume after it
@@ -130,13 +131,17 @@ class Replica:
                     with contextlib.suppress(ConflictError):  # paused: let another replica resume it
                         await self.store.release_run(run.id, self.owner)
                     return
-            await self.store.update_run_status(
-                run.id, WorkflowRunStatus.COMPLETED, last_message="Run completed.", lease_token=token
-            )
+            await self._set_status(run.id, WorkflowRunStatus.COMPLETED, "Run completed.", token)
         except ConflictError as exc:  # the lease is lost: taken over, or the run cancelled
             logger.info("%s stops run %s: %s", self.owner, run.id, exc)
         finally:
             del self._paused[run.id]
+
+    async def _set_status(
+        self, run_id: str, status: WorkflowRunStatus, message: str, token: int | None
+    ) -> None:
+        await self.store.update_run_status(run_id, status, last_message=message, lease_token=token)
+        self.status_written[f"{run_id}:{status.value}"] = time.time()
 
     async def _run_node(self, run_id: str, node_id: str, token: int | None, paused: asyncio.Event) -> bool:
         """Run one node: RUNNING, its progress after each step, then COMPLETED with its message.
