@@ -12,7 +12,7 @@ Migrations live in :mod:`workflow_db.migrate`, the importer of the old
 in-memory data in :mod:`workflow_db.importer`.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 from .changes import Change
 from .dialects import AsyncDatabase, Database, connect, connect_async
