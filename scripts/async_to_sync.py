@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "workflow_db"
 
-MODULES = ("store", "lifecycle", "leases", "feed", "checkpoint_saver")
+MODULES = ("store", "lifecycle", "leases", "feed", "checkpoint_saver", "dialects/replica_reads")
 """The modules generated: ``<name>.py`` from ``<name>_async.py``."""
 
 RENAMES = {
@@ -47,6 +47,12 @@ RENAMES = {
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",
     "connect_async": "connect",
+    "AsyncReplicaReads": "ReplicaReads",
+    "AsyncPostgresDatabase": "PostgresDatabase",
+    "postgresql_async": "postgresql",
+    "replica_reads_async": "replica_reads",
+    "base_async": "base",
+    "asyncio": "time",
     **{f"{name}_async": name for name in MODULES},
 }
 """Async names and their synchronous counterparts."""

@@ -38,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg_cluster import ThrowawayCluster
 
 from workflow_db import DatabaseUnavailableError, WorkflowGraph, WorkflowStore, connect
-from workflow_db.dialects.postgresql import position_in
-from workflow_db.dialects.replicas import REPLAY_POSITION, WAL_POSITION, lsn
+from workflow_db.dialects.replicas import REPLAY_POSITION, WAL_POSITION, lsn, position_in
 from workflow_db.migrate import upgrade
 
 NODES = {"nodes": [{"id": "a"}, {"id": "b"}], "edges": [{"source": "a", "target": "b"}]}

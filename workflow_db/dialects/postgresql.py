@@ -56,15 +56,15 @@ from .base import (
     T,
     fetch_rowcount,
 )
+from .replica_reads import ReplicaReads
 from .replicas import (
     DEFAULT_REPLICA_WAIT,
     RECONNECT_TIMEOUT,
-    REPLAY_POSITION,
     WAL_POSITION,
     Replica,
     ReplicaSet,
     lsn,
-    poll_pauses,
+    position_in,
 )
 from .watchdog import Watchdog
 
@@ -127,12 +127,6 @@ def _reason(message: str) -> str:
 
 def _already_serialised(text: str) -> str:
     return text
-
-
-def position_in(row: Any) -> str | None:
-    """The WAL position in a row of :data:`.replicas.REPLAY_POSITION` or :data:`.replicas.WAL_POSITION`
-    (None: the server is not a replica)."""
-    return None if row is None else row[0]
 
 
 def _to_pyformat(match: re.Match[str]) -> str:
@@ -519,7 +513,7 @@ class PostgresDialect(Dialect):
         return WorkflowDBError(f"PostgreSQL: {message}")
 
 
-class PostgresDatabase(PostgresDialect, Database):
+class PostgresDatabase(PostgresDialect, ReplicaReads, Database):
     """A PostgreSQL server reached through a connection pool."""
 
     _pool: psycopg_pool.ConnectionPool[Any]
@@ -636,64 +630,14 @@ class PostgresDatabase(PostgresDialect, Database):
         with self._written_lock:
             self._written = max(self._written, written)
 
-    def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Read on the next replica that has replayed this process's commits (waiting a little for
-        one that has not yet); on the primary when none can serve the read."""
-        assert self.replicas is not None
-        deadline = time.monotonic() + self.timeout
-        target = self._written
-        for replica in self.replicas.candidates():
-            served = self._read_on(
-                replica, sql, params, fetch, target=target, deadline=self.replicas.answer_by(deadline)
-            )
-            if served is not None:
-                return served[0]
-        return self._read(sql, params, fetch, deadline)
+    def _commits_seen(self) -> int:
+        return self._written
 
-    def _read_on(
-        self, replica: Replica, sql: SQL, params: Params, fetch: Fetch[T], *, target: int, deadline: float
-    ) -> tuple[T] | None:
-        """The read's result (in a tuple) if ``replica`` could serve it, else None."""
-        replicas = self.replicas
-        assert replicas is not None
-        try:
-            connection = replica.pool.getconn(
-                timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
-            )
-        except psycopg_pool.PoolTimeout:
-            replicas.no_connection(replica, replica.pool.get_stats())
-            return None
-        session = PostgresSession(self, connection, deadline=deadline)
-        try:
-            if not replicas.must_check(replica, target):  # it has replayed the caller's commits already
-                return (session.execute(sql, params, fetch),)
-            with self.answered(connection):
-                self.watch(connection, deadline)
-                with connection.pipeline():  # the replay position and the read: one round trip
-                    position = connection.execute(REPLAY_POSITION)
-                    cursor = connection.execute(self.prepare(sql), params)
-                caught_up = replicas.caught_up(replica, position_in(position.fetchone()), target)
-            if caught_up:
-                return (fetch(cursor),)
-            if caught_up is False:
-                if self._replayed(session, replica, target):
-                    return (session.execute(sql, params, fetch),)
-                replicas.behind(replica)
-        except WorkflowDBError as exc:
-            replicas.failed(replica, str(exc))
-        finally:
-            replica.pool.putconn(connection)
-        return None
+    def _session_on(self, connection: psycopg.Connection[Any], deadline: float) -> Session:
+        return PostgresSession(self, connection, deadline=deadline)
 
-    def _replayed(self, session: Session, replica: Replica, target: int) -> bool:
-        """Whether ``replica`` replays up to ``target`` within the replica wait (looking again and again)."""
-        replicas = self.replicas
-        assert replicas is not None
-        for pause in poll_pauses(min(session.deadline, time.monotonic() + replicas.wait)):
-            time.sleep(pause)
-            if replicas.caught_up(replica, position_in(session.one(REPLAY_POSITION)), target):
-                return True
-        return False
+    def _fetched(self, cursor: Any, fetch: Fetch[T]) -> T:
+        return fetch(cursor)
 
     @contextmanager
     def _read_session(self) -> Iterator[Session]:

@@ -33,10 +33,10 @@ from .postgresql import (
     LISTEN_WAKE_GAP,
     PostgresDialect,
     end_statement,
-    position_in,
     queue_command,
 )
-from .replicas import REPLAY_POSITION, WAL_POSITION, Replica, lsn, poll_pauses
+from .replica_reads_async import AsyncReplicaReads
+from .replicas import WAL_POSITION, lsn, position_in
 
 
 async def _fetch_all(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -146,7 +146,7 @@ class _Written:
     position: int = 0
 
 
-class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
+class AsyncPostgresDatabase(PostgresDialect, AsyncReplicaReads, AsyncDatabase):
     """A PostgreSQL server reached through an asyncio connection pool; open it with :meth:`open`."""
 
     dialect: ClassVar[str] = "postgresql"
@@ -266,64 +266,14 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncDatabase):
         written = self._task_written()
         written.position = max(written.position, lsn(position) or 0)
 
-    async def _read_replica(self, sql: SQL, params: Params, fetch: Fetch[T]) -> T:
-        """Read on the next replica that has replayed this task's commits (waiting a little for one
-        that has not yet); on the primary when none can serve the read."""
-        assert self.replicas is not None
-        deadline = time.monotonic() + self.timeout
-        target = self._task_written().position
-        for replica in self.replicas.candidates():
-            served = await self._read_on(
-                replica, sql, params, fetch, target=target, deadline=self.replicas.answer_by(deadline)
-            )
-            if served is not None:
-                return served[0]
-        return await self._read(sql, params, fetch, deadline)
+    def _commits_seen(self) -> int:
+        return self._task_written().position
 
-    async def _read_on(
-        self, replica: Replica, sql: SQL, params: Params, fetch: Fetch[T], *, target: int, deadline: float
-    ) -> tuple[T] | None:
-        """The read's result (in a tuple) if ``replica`` could serve it, else None."""
-        replicas = self.replicas
-        assert replicas is not None
-        try:
-            connection = await replica.pool.getconn(
-                timeout=min(replicas.wait, max(0.0, deadline - time.monotonic()))
-            )
-        except psycopg_pool.PoolTimeout:
-            replicas.no_connection(replica, replica.pool.get_stats())
-            return None
-        session = AsyncPostgresSession(self, connection, deadline=deadline)
-        try:
-            if not replicas.must_check(replica, target):  # it has replayed the caller's commits already
-                return (await session.execute(sql, params, fetch),)
-            with self.answered(connection):
-                self.watch(connection, deadline)
-                async with connection.pipeline():  # the replay position and the read: one round trip
-                    position = await connection.execute(REPLAY_POSITION)
-                    cursor = await connection.execute(self.prepare(sql), params)
-                caught_up = replicas.caught_up(replica, position_in(await position.fetchone()), target)
-            if caught_up:
-                return (cast(T, await _ASYNC_FETCH[fetch](cursor)),)
-            if caught_up is False:
-                if await self._replayed(session, replica, target):
-                    return (await session.execute(sql, params, fetch),)
-                replicas.behind(replica)
-        except WorkflowDBError as exc:
-            replicas.failed(replica, str(exc))
-        finally:
-            await replica.pool.putconn(connection)
-        return None
+    def _session_on(self, connection: psycopg.AsyncConnection[Any], deadline: float) -> AsyncSession:
+        return AsyncPostgresSession(self, connection, deadline=deadline)
 
-    async def _replayed(self, session: AsyncSession, replica: Replica, target: int) -> bool:
-        """Whether ``replica`` replays up to ``target`` within the replica wait (looking again and again)."""
-        replicas = self.replicas
-        assert replicas is not None
-        for pause in poll_pauses(min(session.deadline, time.monotonic() + replicas.wait)):
-            await asyncio.sleep(pause)
-            if replicas.caught_up(replica, position_in(await session.one(REPLAY_POSITION)), target):
-                return True
-        return False
+    async def _fetched(self, cursor: Any, fetch: Fetch[T]) -> T:
+        return cast(T, await _ASYNC_FETCH[fetch](cursor))
 
     @asynccontextmanager
     async def _borrow(self, deadline: float) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

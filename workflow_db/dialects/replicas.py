@@ -73,6 +73,12 @@ def lsn(text: str | None) -> int | None:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+def position_in(row: Any) -> str | None:
+    """The WAL position in a row of :data:`REPLAY_POSITION` or :data:`WAL_POSITION` (None: the
+    server is not a replica)."""
+    return None if row is None else row[0]
+
+
 @dataclass(eq=False)
 class Replica:
     """One replica: its pool, and what this process has seen of it."""
