@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from factories import empty_database, make_graph, orphan, present, start_together, wait_past
+from factories import empty_database, make_graph, orphan, present, run_threads, start_together, wait_past
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -97,6 +98,21 @@ def test_renew_runs_renews_what_the_owner_holds_and_leaves_out_the_rest(
     assert store.renew_runs([run_id], "w1", project_id="elsewhere") == []
     assert store.renew_runs([], "w1") == []
     assert [r.id for r in store.renew_runs((run_id,), "w1", project_id="p")] == [run_id]
+
+
+def test_renewals_of_the_same_runs_in_any_order_never_deadlock(store: WorkflowStore, run_id: str) -> None:
+    graph_id = present(store.get_run(run_id)).workflow_id
+    runs = [store.create_run(graph_id, status="running").id for _ in range(40)]
+    tokens = {r: present(store.claim_run(r, "w1", lease_seconds=60)).lease_token for r in runs}
+
+    def renew(index: int) -> None:
+        order = random.Random(index).sample(runs, len(runs))
+        for _ in range(15):
+            assert [r.id for r in store.renew_runs(order, "w1", lease_seconds=60)] == order
+            store.set_node_state(order[0], "a", progress=0.5, lease_token=tokens[order[0]])
+
+    assert run_threads(4, renew) == []  # PostgreSQL locks them in id order whatever the order asked
+    assert {r: present(store.get_run(r)).lease_token for r in runs} == tokens
 
 
 @pytest.mark.parametrize(
