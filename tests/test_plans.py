@@ -15,6 +15,7 @@ from conftest import DIALECTS, PostgresServer, require_pg
 
 from workflow_db import WorkflowGraph, WorkflowStore, connect
 from workflow_db import queries as q
+from workflow_db.calls import renewal_params
 from workflow_db.dialects import DialectSQL
 from workflow_db.migrate import upgrade
 from workflow_db.models import utc_now
@@ -237,3 +238,42 @@ def test_the_orphan_claim_reads_its_two_indexes(planned: WorkflowStore) -> None:
         assert not any(line.startswith("Seq Scan") for line in plan), plan
     text = "\n".join(plan)
     assert "workflow_runs_lease_idx" in text and "workflow_runs_unowned_idx" in text, text
+
+
+# Every running run held by one of five replicas, as while a service works (inside a transaction
+# that the test rolls back, with the statistics it takes).
+HOLD_RUNNING_RUNS = {
+    "sqlite": """
+        UPDATE workflow_runs SET owner = 'replica-' || (CAST(substr(id, 5) AS INTEGER) % 5),
+            lease_expires_at = '2027-01-01T00:00:00.000000+00:00', lease_token = 1
+        WHERE status = 'running'""",
+    "postgresql": """
+        UPDATE workflow_runs SET owner = 'replica-' || (substr(id, 5)::int % 5),
+            lease_expires_at = timestamptz '2027-01-01', lease_token = 1
+        WHERE status = 'running'""",
+}
+
+
+class _RolledBack(Exception):
+    """Raised to roll a test's transaction back."""
+
+
+def test_renewing_leases_finds_each_run_by_its_key(planned: WorkflowStore) -> None:
+    """renew_runs: the runs asked for are looked up by primary key, not among every run held."""
+    db = planned.db
+    sql = getattr(q.RENEW_RUNS.any_project, db.dialect)
+    asked = [f"run-{index:06d}" for index in range(0, RUNS, 35)]  # running, held by replica-0
+    params = renewal_params(db, asked, "replica-0", 60.0, None)
+    with pytest.raises(_RolledBack), db.writing() as session:
+        session.run(HOLD_RUNNING_RUNS[db.dialect], {})
+        session.script("ANALYZE workflow_runs")
+        rows = session.all(EXPLAIN[db.dialect] + sql, params)
+        raise _RolledBack
+    if db.dialect == "sqlite":
+        plan = [row[3] for row in rows]
+        assert not any(line.startswith("SCAN workflow_runs") for line in plan), plan
+        assert any("USING INDEX sqlite_autoindex_workflow_runs_1" in line for line in plan), plan
+    else:
+        plan = list(_walk(json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]))
+        assert not any(line.startswith("Seq Scan") for line in plan), plan
+        assert plan.count("Index Scan workflow_runs_pkey") == 2, plan  # the lock, then the update

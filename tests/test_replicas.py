@@ -52,6 +52,18 @@ class Replicated:
             rows = connection.execute(sql).fetchall()
         return {queryid: calls for queryid, calls in rows}
 
+    def wait_for_replay(self) -> None:
+        """Return once the replica has replayed everything the primary has written so far."""
+        with psycopg.connect(self.primary.url, autocommit=True) as primary:
+            written = present(primary.execute("SELECT pg_current_wal_insert_lsn()").fetchone())[0]
+        with psycopg.connect(self.replica.url, autocommit=True) as replica:
+            deadline = time.monotonic() + 30
+            while not present(
+                replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [written]).fetchone()
+            )[0]:
+                assert time.monotonic() < deadline, "the replica never replayed the primary's writes"
+                time.sleep(0.01)  # polling the replay position, not waiting out a race
+
     def delay_replay(self, delay: str) -> None:
         """Hold back the replica's replay of each commit by ``delay`` (``'0'``: not at all)."""
         with psycopg.connect(self.replica.url, autocommit=True) as connection:
@@ -105,6 +117,7 @@ def test_reads_are_served_by_the_replica_and_nowhere_else(replicated: Replicated
         graph = make_graph(store, "reads")
         run = store.create_run(graph.id)
         store.set_node_state(run.id, "a", progress=0.5)
+        replicated.wait_for_replay()  # else a read finding the replica behind runs again once it caught up
         on_replica, on_primary = replicated.calls(replicated.replica), replicated.calls(replicated.primary)
 
         assert present(store.get_project(graph.project_id)).id == graph.project_id

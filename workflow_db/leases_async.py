@@ -1,12 +1,11 @@
 """Leases: which service process holds a run, so that several replicas share the runs.
 
-Mixed into both stores. A process claims a run
-(``claim_run``) or picks up runs nobody holds (``claim_orphaned_runs``, e.g.
-at start, after another replica died), renews its leases while it works (by
-claiming again, or all of them in one ``renew_runs``), and releases the run
-when it stops; a run that reaches a terminal status is released by that
-change. Every comparison uses the
-database's clock, never the caller's.
+Mixed into both stores. A process claims a run (``claim_run``) or picks up
+runs nobody holds (``claim_orphaned_runs``, e.g. at start, after another
+replica died), renews its leases while it works (by claiming again, or all
+of them in one ``renew_runs``), and releases the run when it stops; a run
+that reaches a terminal status is released by that change. Every comparison
+uses the database's clock, never the caller's.
 """
 
 from __future__ import annotations

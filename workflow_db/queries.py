@@ -510,15 +510,16 @@ _RENEW_RUNS = f"""
     UPDATE workflow_runs SET
         lease_expires_at = wf_seconds_from_now(:lease_seconds),
         updated_at = wf_strictly_after(updated_at, :now)
-    WHERE id IN ({{held}})
+    WHERE id {{held}}
       AND owner = :owner AND status NOT IN {TERMINAL_RUN_SQL} AND {BOUNDED_LOCK_WAIT}{{scope}}
     RETURNING {RUN_COLUMNS}"""
 _HELD_RUNS = DialectSQL(
-    sqlite="SELECT value FROM json_each(:ids)",
-    postgresql="""
+    sqlite="IN (SELECT value FROM json_each(:ids))",
+    # Arrays computed once (init plans): the runs asked for are looked up by key, in id order.
+    postgresql="""= ANY (ARRAY(
         SELECT id FROM workflow_runs
-        WHERE id IN (SELECT json_array_elements_text(:ids)) AND owner = :owner{scope}
-        ORDER BY id FOR NO KEY UPDATE""",
+        WHERE id = ANY (ARRAY(SELECT json_array_elements_text(:ids))) AND owner = :owner{scope}
+        ORDER BY id FOR NO KEY UPDATE))""",
 )
 RENEW_RUNS = Scoped(
     *(
