@@ -375,6 +375,24 @@ def test_a_clean_shutdown_logs_nothing_above_debug(tmp_path: Path, caplog: pytes
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
 
 
+def test_a_sqlite_call_after_close_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    """A call that comes after the close (a watcher that waited for its turn to fetch while the
+    database closed) is refused at once: before, it was queued behind the worker threads' end and
+    nobody ever answered it (a test run hung so once)."""
+    url = _migrated_sqlite(tmp_path / "closed.db")
+
+    async def body() -> None:
+        db = await connect_async(url)
+        store = AsyncWorkflowStore(db)
+        run_id = (await store.create_run((await _graph(store)).id)).id
+        await db.close()
+        for call in (store.get_run(run_id), store.list_changes(), store.set_node_state(run_id, "a")):
+            with pytest.raises(DatabaseUnavailableError, match="closed"):
+                await asyncio.wait_for(call, 10)
+
+    run(body)
+
+
 def test_a_watcher_cancelled_as_a_change_wakes_it_stays_cancelled() -> None:
     """Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the awaited thing
     completes: a watcher stopped just as a change woke it kept running for ever (and whoever

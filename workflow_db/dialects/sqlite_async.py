@@ -61,11 +61,18 @@ class _Workers:
     def __init__(self, threads: int = 1) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = threads
+        self._closed = False
         for _ in range(threads):
             threading.Thread(target=_work, args=(self._jobs,), name="workflow_db-sqlite", daemon=True).start()
 
     def submit(self, function: Callable[..., R], *args: Any, always: bool = False) -> asyncio.Future[R]:
-        """Queue ``function(*args)``; unless ``always``, a future cancelled before it starts skips it."""
+        """Queue ``function(*args)``; unless ``always``, a future cancelled before it starts skips it.
+
+        Once the threads are closed nothing runs any more: DatabaseUnavailableError at once, not a
+        call queued behind the threads' end that nobody would ever answer (a watcher that was
+        waiting for its turn to fetch when the database closed)."""
+        if self._closed:
+            raise DatabaseUnavailableError("the SQLite database is closed")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._jobs.put((future, always, function, args))
         return future
@@ -81,11 +88,14 @@ class _Workers:
         return await asyncio.shield(future)
 
     def queue(self, function: Callable[..., object], *args: Any) -> None:
-        """Run ``function(*args)`` there, whatever happens to the caller; nobody waits for it."""
-        self._jobs.put((None, True, function, args))
+        """Run ``function(*args)`` there, whatever happens to the caller; nobody waits for it (once
+        the threads are closed: not at all)."""
+        if not self._closed:
+            self._jobs.put((None, True, function, args))
 
     def close(self) -> None:
-        """Stop the threads once what is queued has run."""
+        """Stop the threads once what is queued has run; later calls are refused."""
+        self._closed = True
         for _ in range(self._threads):
             self._jobs.put(None)
 
