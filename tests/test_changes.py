@@ -20,6 +20,7 @@ from factories import make_graph, present, run_threads
 from workflow_db import (
     AsyncWorkflowStore,
     Change,
+    DatabaseUnavailableError,
     IntegrityError,
     ValidationError,
     WorkflowNodeStatus,
@@ -426,6 +427,24 @@ def test_closing_the_database_ends_its_watchers(db_url: str, open_store: OpenSto
         store.db.close()
     thread.join(30)
     assert not thread.is_alive()
+
+
+def test_a_call_after_the_close_is_refused(db_url: str, open_store: OpenStore) -> None:
+    """Reads, writes and the feed after the database closed: DatabaseUnavailableError saying so
+    (no driver error, and never a call left waiting for an answer)."""
+    store = open_store(db_url)
+    run_id = store.create_run(make_graph(store).id).id
+    if isinstance(store, BlockingStore):
+        store.close_database()
+    else:
+        store.db.close()
+    for call in (
+        lambda: store.get_run(run_id),
+        lambda: store.set_node_state(run_id, "a", progress=0.5),
+        store.list_changes,
+    ):
+        with pytest.raises(DatabaseUnavailableError, match="closed"):
+            call()
 
 
 _WRITE_ONCE = """

@@ -594,7 +594,7 @@ class PostgresDatabase(PostgresDialect, ReplicaReads, Database):
             deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
             connection = self._pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
-        except psycopg_pool.PoolTimeout as exc:
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise self.translate(exc) from exc
         try:
             return PostgresSession(self, connection, deadline=deadline).execute(sql, params, fetch)
@@ -609,7 +609,7 @@ class PostgresDatabase(PostgresDialect, ReplicaReads, Database):
         deadline = time.monotonic() + self.timeout
         try:
             connection = self._pool.getconn(timeout=self.timeout)
-        except psycopg_pool.PoolTimeout as exc:
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise self.translate(exc) from exc
         try:
             text = self.prepare(sql)

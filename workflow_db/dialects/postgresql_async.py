@@ -222,7 +222,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncReplicaReads, AsyncDatabase):
             deadline = time.monotonic() + self.timeout  # the pool's wait and the statement's share it
         try:
             connection = await pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
-        except psycopg_pool.PoolTimeout as exc:
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise self.translate(exc) from exc
         try:
             return await AsyncPostgresSession(self, connection, deadline=deadline).execute(sql, params, fetch)
@@ -238,7 +238,7 @@ class AsyncPostgresDatabase(PostgresDialect, AsyncReplicaReads, AsyncDatabase):
         deadline = time.monotonic() + self.timeout
         try:
             connection = await pool.getconn(timeout=self.timeout)
-        except psycopg_pool.PoolTimeout as exc:
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise self.translate(exc) from exc
         try:
             text = self.prepare(sql)

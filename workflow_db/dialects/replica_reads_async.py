@@ -82,6 +82,8 @@ class AsyncReplicaReads:
         except psycopg_pool.PoolTimeout:
             replicas.no_connection(replica, replica.pool.get_stats())
             return None
+        except psycopg_pool.PoolClosed:  # the database was closed: the primary's read says so
+            return None
         session = self._session_on(connection, deadline)
         try:
             if not replicas.must_check(replica, target):  # it has replayed the caller's commits already

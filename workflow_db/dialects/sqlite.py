@@ -320,4 +320,6 @@ class SQLiteDatabase(Database):
                 )
             if "unable to open" in message or "disk" in message or "readonly" in message:
                 return DatabaseUnavailableError(f"sqlite database {self.path!r}: {message}")
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed database" in message:
+            return DatabaseUnavailableError(f"sqlite database {self.path!r} is closed")
         return WorkflowDBError(f"sqlite: {message}")
